@@ -1,0 +1,144 @@
+"""The ``digitcmp`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .data import SOURCES, DataError
+from .experiment import RunError, run_experiment
+from .models import MODELS, count_params
+from .report import write_summary
+from .train import Config
+
+STUDY_MODELS = ["baseline", "cnn", "siamese_aux"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def training_flags() -> argparse.ArgumentParser:
+    """Flags shared by every command that trains; their defaults are Config's."""
+    d = Config()
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("data and training")
+    g.add_argument("--data", choices=SOURCES, default=d.data,
+                   help="digit source: local/downloaded MNIST, the embedded 5k sample, or auto "
+                        "(MNIST if available, else embedded) (default: %(default)s)")
+    g.add_argument("--data-dir", default=d.data_dir, metavar="DIR",
+                   help="directory with the MNIST IDX files (default: the cache dir, "
+                        "$DIGITCMP_CACHE/mnist or the platform's user cache)")
+    g.add_argument("--pairs", type=positive_int, default=d.pairs,
+                   help="train pairs and test pairs per round (default: %(default)s)")
+    g.add_argument("--epochs", type=positive_int, default=d.epochs, help="(default: %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help="(default: %(default)s)")
+    g.add_argument("--lr", type=non_negative_float, default=d.lr,
+                   help="Adam learning rate (default: each model's own: 5e-4 for baseline and "
+                        "cnn, 1e-3 for siamese_aux, as in the study)")
+    g.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay,
+                   help="Adam L2 weight decay (default: %(default)s)")
+    g.add_argument("--aux-weight", type=non_negative_float, default=d.aux_weight,
+                   help="weight of the auxiliary digit loss for models with a digit head "
+                        "(default: each model's own: 1 for siamese_aux)")
+    g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    g.add_argument("--threads", type=positive_int, default=d.threads,
+                   help="torch threads per training (default: %(default)s)")
+    return p
+
+
+def config_from(args: argparse.Namespace, **extra) -> Config:
+    return Config(data=args.data, data_dir=args.data_dir, pairs=args.pairs, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                  aux_weight=args.aux_weight, seed=args.seed, threads=args.threads, **extra)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    width = max(len(n) for n in MODELS)
+    for name, cls in MODELS.items():
+        print(f"{name:<{width}}  {count_params(cls()):>9,}  {cls.description}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    config = config_from(args, models=args.models, rounds=args.rounds)
+    results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
+                             progress=not args.no_progress, command=sys.argv)
+    table = write_summary(args.out, results, config.models)
+    print(f"\nTable III ({args.out}):\n\n{table}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitcmp",
+        description="Compare two MNIST digits: reproduce and extend the weight-sharing / "
+                    "auxiliary-loss study.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first, so the models it registers can be used "
+                             "(repeatable)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the registered models with their parameter counts")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("reproduce", parents=[training_flags()],
+                       help="train models over randomised rounds and print Table III")
+    p.add_argument("--models", nargs="+", default=STUDY_MODELS, metavar="NAME",
+                   help="models to compare (default: %(default)s)")
+    p.add_argument("--rounds", type=positive_int, default=15, help="(default: %(default)s)")
+    p.add_argument("--out", default="runs/reproduce", metavar="DIR",
+                   help="run directory; rerunning into it resumes (default: %(default)s)")
+    p.add_argument("--executor", choices=["serial", "process"], default="process",
+                   help="run rounds one after another, or in parallel processes "
+                        "(default: %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="processes for --executor process (default: cores / threads)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sys.path.insert(0, os.getcwd())  # so --plugin finds a module in the current directory
+    for module in args.plugin:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            print(f"digitcmp: error: --plugin {module}: {e}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except (DataError, RunError) as e:
+        print(f"digitcmp: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ndigitcmp: interrupted; finished rounds are saved, rerun the same command to "
+              "resume", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Rounds, seeds, the run directory and the executors that map ``run_round`` over tasks.
+
+A run directory holds:
+  config.json   the resolved config, the data source, package versions and the command line;
+  rounds.jsonl  one JSON line per finished (model, round), appended and fsynced as it finishes;
+  summary.csv / summary.md   Table III, rewritten (atomically) at the end of every run.
+
+Only this driver process writes to the directory, so a worker that dies cannot corrupt it, and a
+killed run loses at most the round in flight. Rerunning into the same directory resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from . import __version__
+from .models import MODELS
+from .train import Config, cached_source, run_round
+
+
+class RunError(Exception):
+    """A run directory cannot be used as asked; the message says which file and why."""
+
+
+def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+
+    return {"digitcmp": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "platform": platform.platform()}
+
+
+def read_rounds(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """Parse rounds.jsonl. A torn last line (a run killed mid-write) is dropped, and with
+    ``repair`` cut from the file; any other malformed line is an error naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no such file")
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    results, offset = [], 0
+    for i, line in enumerate(lines, 1):
+        last = i == len(lines)
+        if line.strip():
+            try:
+                rec = json.loads(line)
+                for key in ("model", "round", "train_error", "test_error"):
+                    if key not in rec:
+                        raise ValueError(f"missing field {key!r}")
+            except ValueError as e:
+                if last:  # no newline after it: the write was cut short
+                    if repair:
+                        with open(path, "r+b") as f:
+                            f.truncate(offset)
+                    print(f"digitcmp: {path}:{i}: dropped an unfinished line", file=sys.stderr)
+                    break
+                raise RunError(f"{path}:{i}: malformed result line ({e})") from None
+            results.append(rec)
+        offset += len(line) + 1
+    return results
+
+
+class RunDir:
+    """The files of one run directory, written only by the driver."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.config_path = self.path / "config.json"
+        self.rounds_path = self.path / "rounds.jsonl"
+
+    def open(self, record: dict) -> list[dict]:
+        """Create the directory, or check it belongs to the same protocol and return its rounds."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.config_path.exists():
+            try:
+                old = json.loads(self.config_path.read_text())
+            except ValueError as e:
+                raise RunError(f"{self.config_path}: not valid JSON ({e})") from None
+            new_cfg, old_cfg = record["config"], old.get("config", {})
+            diff = [k for k in new_cfg if k not in Config.EXTENT and new_cfg[k] != old_cfg.get(k)]
+            if diff:
+                details = ", ".join(f"{k}: {old_cfg.get(k)!r} there, {new_cfg[k]!r} now" for k in diff)
+                raise RunError(f"{self.path} holds a run with another config ({details}); "
+                               "use another --out or the same options")
+            # Asking for more models or rounds extends the run; the record keeps the union.
+            models = old_cfg.get("models", []) + [m for m in new_cfg["models"]
+                                                  if m not in old_cfg.get("models", [])]
+            record["config"] = dict(new_cfg, models=models,
+                                    rounds=max(new_cfg["rounds"], old_cfg.get("rounds", 0)))
+        atomic_write(self.config_path, json.dumps(record, indent=2) + "\n")
+        return read_rounds(self.rounds_path, repair=True) if self.rounds_path.exists() else []
+
+    def append(self, result: dict) -> None:
+        """Add one finished round; fsync so a crash right after keeps it."""
+        with open(self.rounds_path, "a") as f:
+            f.write(json.dumps(result) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def execute(tasks: list[tuple[str, int]], config: Config, executor: str = "serial",
+            workers: int | None = None) -> Iterator[dict]:
+    """Yield ``run_round`` results for tasks as they finish, in any order."""
+    if executor == "serial":
+        for model, r in tasks:
+            yield run_round(config, model, r)
+    elif executor == "process":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        workers = workers or max(1, (os.cpu_count() or 1) // config.threads)
+        # spawn, not fork: forking a process whose OpenMP pool is running can deadlock.
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(run_round, config, m, r) for m, r in tasks]
+            try:
+                for fut in as_completed(futures):
+                    yield fut.result()
+            finally:
+                for fut in futures:
+                    fut.cancel()
+    else:
+        raise RunError(f"unknown executor {executor!r}; choose serial or process")
+
+
+def run_experiment(config: Config, out: str | os.PathLike, executor: str = "serial",
+                   workers: int | None = None, progress: bool = True,
+                   command: Iterable[str] | None = None, say: Callable = print) -> list[dict]:
+    """Run every missing (model, round) of ``config`` into ``out`` and return all results."""
+    unknown = [m for m in config.models if m not in MODELS]
+    if unknown:
+        raise RunError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    source = cached_source(config.data, config.data_dir)
+    # Workers must load exactly this source, not re-run the auto fallback on their own machine.
+    config.data = source.name
+    config.data_dir = source.location if source.name == "mnist" else None
+    say(f"digitcmp: data source: {source.describe()}")
+    run = RunDir(out)
+    record = {"config": config.to_dict(), "source": source.info(), "versions": versions(),
+              "command": list(command) if command is not None else None}
+    results = run.open(record)
+    done = {(r["model"], r["round"]) for r in results}
+    tasks = [(m, r) for m in config.models for r in range(config.rounds) if (m, r) not in done]
+    total = len(config.models) * config.rounds
+    if done:
+        say(f"digitcmp: resuming {run.path}: {total - len(tasks)} of {total} rounds already done")
+    from tqdm import tqdm
+
+    with tqdm(total=total, initial=total - len(tasks), unit="round", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for res in execute(tasks, config, executor, workers):
+            run.append(res)
+            results.append(res)
+            bar.set_postfix_str(f"{res['model']} r{res['round']} test {100 * res['test_error']:.1f}%")
+            bar.update()
+    return results

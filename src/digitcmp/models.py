@@ -1,0 +1,123 @@
+"""Architectures and the name -> class registry every command uses.
+
+Every model takes ``x`` of shape N x 2 x 14 x 14 and returns ``(target_logits, digit_logits)``:
+target logits N x 2 (class 1 means "first digit <= second"), digit logits N x 2 x 10 or None for
+models without a digit head. A single-logit head s is returned as the two logits [0, s], whose
+cross-entropy equals binary cross-entropy on s, so one loss function serves every model.
+
+A user adds a model with ``@register("name")`` on an ``nn.Module`` subclass that follows this
+interface and sets the class attributes below; it then works in every command.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODELS: dict[str, type[nn.Module]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a model available to every command under ``name``."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+
+    return add
+
+
+def get_model_class(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class PairModel(nn.Module):
+    """Base class: the attributes the training loop and the CLI read."""
+
+    name = ""
+    label = ""  # how tables and figures name the model
+    description = ""
+    default_lr = 5e-4
+    default_aux_weight = 0.0  # weight of the digit cross-entropy; 0 for models without digits
+
+
+@register("baseline")
+class Baseline(PairModel):
+    """The study's Table I: a two-hidden-layer perceptron on the flattened 2 x 14 x 14 input."""
+
+    label = "Baseline"
+    description = "study's model 1 (Table I): MLP 392-160-128-2 with BN, max-pool, dropout"
+
+    def __init__(self):
+        super().__init__()
+        # MaxPool1d over features halves each hidden layer (160 -> 80, 128 -> 64).
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(392, 160), nn.BatchNorm1d(160), nn.ReLU(),
+            nn.Unflatten(1, (1, 160)), nn.MaxPool1d(2), nn.Flatten(), nn.Dropout(0.5),
+            nn.Linear(80, 128), nn.BatchNorm1d(128), nn.ReLU(),
+            nn.Unflatten(1, (1, 128)), nn.MaxPool1d(2), nn.Flatten(), nn.Dropout(0.5),
+            nn.Linear(64, 2),
+        )
+
+    def forward(self, x):
+        return self.net(x), None
+
+
+@register("cnn")
+class CNN(PairModel):
+    """The study's Table II: both digits as two channels of one convnet."""
+
+    label = "CNN"
+    description = "study's model 2 (Table II): 2-channel convnet, conv 16-20, FC 720-100-2"
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(2, 16, 5, padding=3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 20, 3, padding=3), nn.BatchNorm2d(20), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.BatchNorm1d(720), nn.Linear(720, 100), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(100, 2),
+        )
+
+    def forward(self, x):
+        return self.net(x), None
+
+
+def digit_branch() -> nn.Sequential:
+    """The per-digit convnet of model 3: 1 x 14 x 14 -> 10 digit logits (67,838 parameters)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 20, 5, padding=3), nn.BatchNorm2d(20), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(500, 120), nn.ReLU(), nn.Dropout(0.5), nn.Linear(120, 10),
+    )
+
+
+@register("siamese_aux")
+class SiameseAux(PairModel):
+    """The study's model 3: one digit branch shared by both digits, comparison from z_a - z_b."""
+
+    label = "CNN + auxiliary loss"
+    description = "study's model 3: shared digit branch, Linear(10,1) on z_a - z_b, aux digit loss"
+    default_lr = 1e-3
+    default_aux_weight = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.branch = digit_branch()
+        self.compare = nn.Linear(10, 1)
+
+    def forward(self, x):
+        n = x.shape[0]
+        # Both digits through the same weights in one batch of 2N images.
+        digits = self.branch(x.reshape(2 * n, 1, 14, 14)).view(n, 2, 10)
+        s = self.compare(digits[:, 0] - digits[:, 1]).squeeze(1)
+        return torch.stack((torch.zeros_like(s), s), 1), digits
