@@ -10,7 +10,7 @@ import sys
 from .data import SOURCES, DataError
 from .experiment import RunError, run_experiment
 from .models import MODELS, count_params
-from .report import write_summary
+from .report import write_report, write_summary
 from .train import Config
 
 STUDY_MODELS = ["baseline", "cnn", "siamese_aux"]
@@ -84,7 +84,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
                              progress=not args.no_progress, command=sys.argv)
     table = write_summary(args.out, results, config.models)
-    print(f"\nTable III ({args.out}):\n\n{table}")
+    report = write_report(args.out)
+    print(f"\nTable III ({args.out}):\n\n{table}\nReport: {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    report = write_report(args.run_dir)
+    print(f"wrote {report} and {report.parent / 'figures'}/")
     return 0
 
 
@@ -116,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for --executor process (default: cores / threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="write figures and report.md for a run directory")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -201,9 +201,11 @@ def download_mnist(directory: str | os.PathLike, timeout: float = 10.0) -> Path:
     import pooch
 
     directory = Path(directory)
+    pooch.get_logger().setLevel("WARNING")  # one line per file from us, not one per mirror
     for stem, md5 in MNIST_FILES.items():
         if _find_idx(directory, stem):
             continue
+        print(f"digitcmp: downloading {stem}.gz to {directory}", file=sys.stderr)
         errors = []
         for mirror in MNIST_MIRRORS:
             try:

@@ -36,6 +36,12 @@ def get_model_class(name: str) -> type[nn.Module]:
     return MODELS[name]
 
 
+def label(name: str) -> str:
+    """How tables and figures name a model: its ``label`` (the study's names), else its name."""
+    cls = MODELS.get(name)
+    return (cls.label or name) if cls else name
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from pathlib import Path
 
-from .experiment import atomic_write
-from .models import MODELS
+from .experiment import RunError, atomic_write, read_rounds
+from .models import label
 from .stats import summarise
 
 CSV_FIELDS = ["model", "params", "rounds", "train_error_mean", "train_error_std",
               "test_error_mean", "test_error_std"]
-
-
-def label(model: str) -> str:
-    """How tables and figures name a model: the study's names for its three."""
-    cls = MODELS.get(model)
-    return cls.label or model if cls else model
 
 
 def pct(x: float) -> str:
@@ -64,3 +59,60 @@ def write_summary(run_dir: str | os.PathLike, results: list[dict],
                  + "\nErrors are the fraction of misclassified pairs; std. deviation is the sample"
                  " standard deviation over rounds (ddof=1), in percentage points.\n")
     return table
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """config.json and the finished rounds of a run directory, with clear errors."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    config_path = run_dir / "config.json"
+    try:
+        record = json.loads(config_path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{config_path}: missing; is {run_dir} a digitcmp run directory?") from None
+    except ValueError as e:
+        raise RunError(f"{config_path}: not valid JSON ({e})") from None
+    results = read_rounds(run_dir / "rounds.jsonl")
+    if not results:
+        raise RunError(f"{run_dir / 'rounds.jsonl'}: no finished rounds yet")
+    return record, results
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Summary tables, every figure and report.md for a (possibly partial) run directory."""
+    from .plots import CAPTIONS, draw_all
+
+    run_dir = Path(run_dir)
+    record, results = load_run(run_dir)
+    config = record.get("config", {})
+    models = config.get("models") or sorted({r["model"] for r in results})
+    table = write_summary(run_dir, results, models)
+    names = draw_all(results, models, run_dir / "figures")
+
+    planned = config.get("rounds")
+    done = {m: sum(r["model"] == m for r in results) for m in models}
+    progress = ", ".join(f"{label(m)} {n}" + (f"/{planned}" if planned else "")
+                         for m, n in done.items())
+    partial = planned and any(n < planned for n in done.values())
+    source = record.get("source", {})
+    command = record.get("command")
+    lines = [
+        f"# digitcmp report: {run_dir.name}", "",
+        f"Rounds finished per model: {progress}" + (" (partial run)" if partial else "") + ".", "",
+        f"Data source: **{source.get('name', '?')}** ({source.get('location', '?')}).", "",
+        "Command: `" + (" ".join(["digitcmp", *command[1:]]) if command else "unknown") + "`", "",
+        "## Table III", "", table,
+        "Errors are the share of misclassified test pairs; std. deviation is the sample standard "
+        "deviation over rounds, in percentage points.", "",
+        "## Figures", "",
+    ]
+    for name in names:
+        lines += [f"![{name}](figures/{name}.png)", "", f"*{CAPTIONS[name]}*", ""]
+    lines += ["## Configuration", "", "| option | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in config.items()]
+    versions = record.get("versions", {})
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    path = run_dir / "report.md"
+    atomic_write(path, "\n".join(lines))
+    return path

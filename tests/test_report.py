@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from digitcmp.cli import main
+from digitcmp.experiment import RunError
+from digitcmp.plots import FIGURES
+from digitcmp.report import write_report
+
+
+def synthetic_run(path, rounds=4, models=("baseline", "cnn", "siamese_aux"), planned=None):
+    """A run directory with made-up results: report code must not care where numbers come from."""
+    path.mkdir()
+    config = {"models": list(models), "rounds": planned or rounds, "epochs": 3}
+    (path / "config.json").write_text(json.dumps({
+        "config": config, "source": {"name": "embedded", "location": "test"},
+        "command": ["digitcmp", "reproduce", "--rounds", str(rounds)]}))
+    with open(path / "rounds.jsonl", "w") as f:
+        for k, m in enumerate(models):
+            for r in range(rounds):
+                f.write(json.dumps({"model": m, "round": r, "params": 1000 * (k + 1),
+                                    "train_error": 0.05 * k + 0.01 * r,
+                                    "test_error": 0.2 - 0.03 * k + 0.01 * r,
+                                    "train_loss": [1.0 - 0.1 * e + 0.01 * r for e in range(3)]}) + "\n")
+    return path
+
+
+def test_report_writes_every_file(tmp_path):
+    run = synthetic_run(tmp_path / "run")
+    report = write_report(run).read_text()
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
+        assert f"figures/{name}.png" in report
+    assert "| Nb of parameters | 1,000 | 2,000 | 3,000 |" in report
+    assert "Data source: **embedded**" in report
+    assert "`digitcmp reproduce --rounds 4`" in report
+    assert (run / "summary.md").exists() and (run / "summary.csv").exists()
+
+
+def test_report_is_byte_stable(tmp_path):
+    a, b = synthetic_run(tmp_path / "a"), synthetic_run(tmp_path / "b")
+    write_report(a), write_report(b)
+    for f in sorted((a / "figures").iterdir()):
+        assert f.read_bytes() == (b / "figures" / f.name).read_bytes(), f.name
+
+
+def test_report_on_partial_run_says_how_many_rounds(tmp_path):
+    run = synthetic_run(tmp_path / "run", rounds=1, planned=15)
+    text = write_report(run).read_text()
+    assert "Baseline 1/15" in text and "partial run" in text
+
+
+def test_report_names_malformed_line(tmp_path, capsys):
+    run = synthetic_run(tmp_path / "run")
+    lines = (run / "rounds.jsonl").read_text().splitlines()
+    lines[2] = '{"model": "cnn", "round": 1'
+    (run / "rounds.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["report", str(run)]) == 2
+    assert "rounds.jsonl:3: malformed" in capsys.readouterr().err
+
+
+def test_report_missing_files(tmp_path):
+    with pytest.raises(RunError, match="no such run directory"):
+        write_report(tmp_path / "absent")
+    run = synthetic_run(tmp_path / "run")
+    (run / "rounds.jsonl").unlink()
+    with pytest.raises(RunError, match="rounds.jsonl: no such file"):
+        write_report(run)
