@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
+from pathlib import Path
 
+from .checkpoint import CheckpointError
 from .data import SOURCES, DataError
-from .experiment import RunError, run_experiment
+from .experiment import RunError, atomic_write, run_experiment
 from .models import MODELS, count_params
 from .report import write_report, write_summary
-from .train import Config
+from .train import Config, cached_source, train_round
 
 STUDY_MODELS = ["baseline", "cnn", "siamese_aux"]
 
@@ -82,10 +85,66 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     config = config_from(args, models=args.models, rounds=args.rounds)
     results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
-                             progress=not args.no_progress, command=sys.argv)
+                             progress=not args.no_progress, command=sys.argv,
+                             save_checkpoints=args.save_checkpoints)
     table = write_summary(args.out, results, config.models)
     report = write_report(args.out)
     print(f"\nTable III ({args.out}):\n\n{table}\nReport: {report}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import save_checkpoint
+
+    if args.model not in MODELS:
+        raise RunError(f"unknown model {args.model!r}; known: {', '.join(MODELS)}")
+    config = config_from(args, models=[args.model], rounds=1)
+    source = cached_source(config.data, config.data_dir)
+    print(f"digitcmp: data source: {source.describe()}")
+    model, data, result = train_round(config, args.model, args.round)
+    print(f"{args.model}: train error {100 * result['train_error']:.2f} %, "
+          f"test error {100 * result['test_error']:.2f} % "
+          f"({len(data.train)} train / {len(data.test)} test pairs, {result['seconds']:.0f} s)")
+    if args.save:
+        metrics = {k: v for k, v in result.items() if k.endswith("error")}
+        save_checkpoint(args.save, model, args.model, config=config.to_dict(), source=source.info(),
+                        mean=data.mean, std=data.std, metrics=metrics, round=args.round)
+        print(f"saved {args.save}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    from .predict import load, load_pairs
+
+    if bool(args.images) == bool(args.pairs) or len(args.images) not in (0, 2):
+        raise DataError("give two images A B, or --pairs FILE")
+    predictor = load(args.checkpoint)
+    if args.images:
+        a, b = args.images
+        res = predictor.predict(a, b)
+        if args.json:
+            print(json.dumps({"a": a, "b": b, **res}))
+            return 0
+        if "digit_a" in res:
+            print(f"{a}: {res['digit_a']} (p={res['p_digit_a']:.3f})")
+            print(f"{b}: {res['digit_b']} (p={res['p_digit_b']:.3f})")
+        print(f"A <= B: {'yes' if res['leq'] else 'no'} (p(A <= B)={res['p_leq']:.3f})")
+        return 0
+    rows = predictor.predict_pairs(load_pairs(args.pairs))
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    out = args.out or str(Path(args.pairs).with_suffix("")) + ".predictions.csv"
+    fields = ["index", *rows[0].keys()] if rows else ["index"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({"index": i, **row} for i, row in enumerate(rows))
+    atomic_write(out, buf.getvalue())
+    print(f"wrote {len(rows)} predictions to {out}")
     return 0
 
 
@@ -122,7 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=None,
                    help="processes for --executor process (default: cores / threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--save-checkpoints", action="store_true",
+                   help="save every round's model in OUT/checkpoints/")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("train", parents=[training_flags()],
+                       help="train one model on one round's pairs and optionally save it")
+    p.add_argument("--model", required=True, metavar="NAME", help="a name from `digitcmp models`")
+    p.add_argument("--round", type=int, default=0,
+                   help="which round's pairs to train and test on (default: %(default)s)")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint here (e.g. model.pt)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="compare two digit images, or a file of pairs, "
+                                       "with a saved model")
+    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="two images A B (any format Pillow reads, either polarity)")
+    p.add_argument("--pairs", metavar="FILE",
+                   help=".npz or .pt holding an N x 2 x 14 x 14 tensor of pooled digits (0-255)")
+    p.add_argument("--out", metavar="CSV",
+                   help="where --pairs predictions go (default: FILE.predictions.csv)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("report", help="write figures and report.md for a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -142,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         return args.func(args)
-    except (DataError, RunError) as e:
+    except (DataError, RunError, CheckpointError) as e:
         print(f"digitcmp: error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("\ndigitcmp: interrupted; finished rounds are saved, rerun the same command to "

@@ -50,8 +50,9 @@ def versions() -> dict:
     import numpy
     import torch
 
-    return {"digitcmp": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "platform": platform.platform()}
+    # str(): torch.__version__ is a TorchVersion, which weights-only checkpoint loading refuses.
+    return {"digitcmp": __version__, "python": platform.python_version(),
+            "torch": str(torch.__version__), "numpy": numpy.__version__, "platform": platform.platform()}
 
 
 def read_rounds(path: str | os.PathLike, repair: bool = False) -> list[dict]:
@@ -123,11 +124,11 @@ class RunDir:
 
 
 def execute(tasks: list[tuple[str, int]], config: Config, executor: str = "serial",
-            workers: int | None = None) -> Iterator[dict]:
+            workers: int | None = None, checkpoint_dir: str | None = None) -> Iterator[dict]:
     """Yield ``run_round`` results for tasks as they finish, in any order."""
     if executor == "serial":
         for model, r in tasks:
-            yield run_round(config, model, r)
+            yield run_round(config, model, r, checkpoint_dir)
     elif executor == "process":
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -135,7 +136,7 @@ def execute(tasks: list[tuple[str, int]], config: Config, executor: str = "seria
         workers = workers or max(1, (os.cpu_count() or 1) // config.threads)
         # spawn, not fork: forking a process whose OpenMP pool is running can deadlock.
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_round, config, m, r) for m, r in tasks]
+            futures = [pool.submit(run_round, config, m, r, checkpoint_dir) for m, r in tasks]
             try:
                 for fut in as_completed(futures):
                     yield fut.result()
@@ -148,8 +149,12 @@ def execute(tasks: list[tuple[str, int]], config: Config, executor: str = "seria
 
 def run_experiment(config: Config, out: str | os.PathLike, executor: str = "serial",
                    workers: int | None = None, progress: bool = True,
-                   command: Iterable[str] | None = None, say: Callable = print) -> list[dict]:
-    """Run every missing (model, round) of ``config`` into ``out`` and return all results."""
+                   command: Iterable[str] | None = None, say: Callable = print,
+                   save_checkpoints: bool = False) -> list[dict]:
+    """Run every missing (model, round) of ``config`` into ``out`` and return all results.
+
+    With ``save_checkpoints``, each round's model is saved as ``out/checkpoints/{model}-r{round}.pt``.
+    """
     unknown = [m for m in config.models if m not in MODELS]
     if unknown:
         raise RunError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
@@ -171,7 +176,8 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
 
     with tqdm(total=total, initial=total - len(tasks), unit="round", disable=not progress,
               dynamic_ncols=True) as bar:
-        for res in execute(tasks, config, executor, workers):
+        ckpt_dir = str(run.path / "checkpoints") if save_checkpoints else None
+        for res in execute(tasks, config, executor, workers, ckpt_dir):
             run.append(res)
             results.append(res)
             bar.set_postfix_str(f"{res['model']} r{res['round']} test {100 * res['test_error']:.1f}%")

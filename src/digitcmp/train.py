@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -108,12 +109,11 @@ def cached_source(data: str, data_dir: str | None) -> Source:
     return load_source(data, data_dir)
 
 
-def run_round(config: Config, model_name: str, round: int) -> dict:
-    """Train ``model_name`` on round ``round``'s pairs and return its result record."""
+def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module, RoundData, dict]:
+    """Train ``model_name`` on round ``round``'s pairs; return the model, the data and the record."""
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    data: RoundData = round_data(cached_source(config.data, config.data_dir), config.seed, round,
-                                 config.pairs)
+    data = round_data(cached_source(config.data, config.data_dir), config.seed, round, config.pairs)
     cls = get_model_class(model_name)
     # Initialisation and dropout masks depend only on (seed, round): torch's global generator
     # drives both, reseeded here so the result does not depend on what ran before in the process.
@@ -132,4 +132,20 @@ def run_round(config: Config, model_name: str, round: int) -> dict:
         result["test_digit_error"] = te["digit_error"]
     result["train_loss"] = losses
     result["seconds"] = float(f"{time.perf_counter() - start:.3f}")
+    return model, data, result
+
+
+def run_round(config: Config, model_name: str, round: int, checkpoint_dir: str | None = None) -> dict:
+    """Train one model for one round and return its result record (what executors map).
+
+    With ``checkpoint_dir``, the trained model is also saved there as ``{model}-r{round}.pt``.
+    """
+    model, data, result = train_round(config, model_name, round)
+    if checkpoint_dir is not None:
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(Path(checkpoint_dir) / f"{model_name}-r{round}.pt", model, model_name,
+                        config=config.to_dict(), source=cached_source(config.data, config.data_dir).info(),
+                        mean=data.mean, std=data.std, round=round,
+                        metrics={k: v for k, v in result.items() if k.endswith("error")})
     return result

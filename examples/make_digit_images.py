@@ -1,0 +1,43 @@
+"""Write digit images to try `digitcmp predict` on: MNIST test digits and font-rendered digits.
+
+    python examples/make_digit_images.py [--t10k ../shared/mnist-t10k] [--out digits/]
+
+Writes t10k-<index>-<label>.png (an MNIST test digit, enlarged 4x and inverted to dark ink on
+white, as a scan would look) when the MNIST test split is found, and font-<digit>.png (the digit
+rendered in Pillow's built-in font, black on white, off-centre on a larger canvas).
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from digitcmp.data import read_idx
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--t10k", default="../shared/mnist-t10k")
+    p.add_argument("--out", default="digits")
+    p.add_argument("--indices", type=int, nargs="+", default=[0, 1])
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = Path(args.t10k) / "t10k-images-idx3-ubyte.gz"
+    if images.exists():
+        x = read_idx(images)
+        y = read_idx(Path(args.t10k) / "t10k-labels-idx1-ubyte.gz")
+        for i in args.indices:
+            big = Image.fromarray(255 - x[i]).resize((112, 112), Image.BICUBIC)
+            big.save(out / f"t10k-{i}-{y[i]}.png")
+    font = ImageFont.load_default(size=90)
+    for digit in (3, 8):
+        canvas = Image.new("L", (160, 130), 255)
+        ImageDraw.Draw(canvas).text((30, 10), str(digit), fill=0, font=font)
+        canvas.save(out / f"font-{digit}.png")
+    print("\n".join(sorted(str(f) for f in out.iterdir())))
+
+
+if __name__ == "__main__":
+    main()
