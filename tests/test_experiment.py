@@ -79,9 +79,11 @@ def test_cli_reproduce_prints_table(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["reproduce", "--models", "baseline", "siamese_aux", "--rounds", "1", "--epochs",
                  "1", "--pairs", "50", "--data", "embedded", "--executor", "serial",
-                 "--no-progress", "--out", str(out)]) == 0
+                 "--no-progress", "--save-checkpoints", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| Nb of parameters | 73,954 | 69,849 |" in text
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["baseline-r0.pt",
+                                                                       "siamese_aux-r0.pt"]
     assert (out / "summary.csv").read_text().startswith("model,params,rounds,")
     assert "Average test error rate" in (out / "summary.md").read_text()
 

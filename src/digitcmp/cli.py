@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from .checkpoint import CheckpointError
 from .data import SOURCES, DataError
 from .experiment import RunError, atomic_write, run_experiment
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare two MNIST digits: reproduce and extend the weight-sharing / "
                     "auxiliary-loss study.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"digitcmp {__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first, so the models it registers can be used "
                              "(repeatable)")
