@@ -39,11 +39,11 @@ def test_interrupted_run_keeps_finished_rounds_and_resumes(tmp_path, monkeypatch
     real = experiment.run_round
     calls = []
 
-    def dies_on_second(config, model, r):
+    def dies_on_second(config, model, r, checkpoint_dir=None):
         calls.append(r)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(config, model, r)
+        return real(config, model, r, checkpoint_dir)
 
     monkeypatch.setattr(experiment, "run_round", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
