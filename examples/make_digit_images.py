@@ -10,7 +10,6 @@ rendered in Pillow's built-in font, black on white, off-centre on a larger canva
 import argparse
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digitcmp.data import read_idx
