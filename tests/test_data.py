@@ -92,7 +92,7 @@ def test_auto_falls_back_to_embedded_without_network(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load_embedded", lambda: "EMBEDDED")
     said = []
     assert data.load_source("auto", tmp_path, say=said.append) == "EMBEDDED"
-    assert "embedded" in said[0]
+    assert "downloading" in said[0] and "embedded" in said[-1]
     with pytest.raises(DataError, match="MNIST not found"):
         data.load_source("mnist", tmp_path)
 

@@ -205,7 +205,6 @@ def download_mnist(directory: str | os.PathLike, timeout: float = 10.0) -> Path:
     for stem, md5 in MNIST_FILES.items():
         if _find_idx(directory, stem):
             continue
-        print(f"digitcmp: downloading {stem}.gz to {directory}", file=sys.stderr)
         errors = []
         for mirror in MNIST_MIRRORS:
             try:
@@ -257,13 +256,13 @@ def load_source(kind: str = "auto", data_dir: str | os.PathLike | None = None,
     directory = Path(data_dir) if data_dir else cache_dir() / "mnist"
     if all(_find_idx(directory, stem) for stem in MNIST_FILES):
         return load_mnist_dir(directory)
+    say(f"digitcmp: full MNIST not in {directory}; downloading it there")
     try:
         download_mnist(directory, timeout=10.0 if kind == "mnist" else 5.0)
     except (DataError, OSError) as e:
         if kind == "mnist":
             raise DataError(f"MNIST not found in {directory} and {e}") from None
-        say(f"digitcmp: full MNIST not in {directory} and not downloadable; "
-            "using the embedded 5,000-digit MNIST sample")
+        say("digitcmp: download failed (no network?); using the embedded 5,000-digit MNIST sample")
         return load_embedded()
     return load_mnist_dir(directory)
 
