@@ -27,7 +27,7 @@ def synthetic_run(path, rounds=4, models=("baseline", "cnn", "siamese_aux"), pla
 
 def test_report_writes_every_file(tmp_path):
     run = synthetic_run(tmp_path / "run")
-    report = write_report(run).read_text()
+    report = write_report(run)[0].read_text()
     for name in FIGURES:
         for ext in ("png", "svg"):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
@@ -47,7 +47,7 @@ def test_report_is_byte_stable(tmp_path):
 
 def test_report_on_partial_run_says_how_many_rounds(tmp_path):
     run = synthetic_run(tmp_path / "run", rounds=1, planned=15)
-    text = write_report(run).read_text()
+    text = write_report(run)[0].read_text()
     assert "Baseline 1/15" in text and "partial run" in text
 
 

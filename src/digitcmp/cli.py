@@ -14,7 +14,7 @@ from .checkpoint import CheckpointError
 from .data import SOURCES, DataError
 from .experiment import RunError, atomic_write, run_experiment
 from .models import MODELS, count_params
-from .report import write_report, write_summary
+from .report import write_report
 from .train import Config, cached_source, train_round
 
 STUDY_MODELS = ["baseline", "cnn", "siamese_aux"]
@@ -85,11 +85,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     config = config_from(args, models=args.models, rounds=args.rounds)
-    results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
+    run_experiment(config, args.out, executor=args.executor, workers=args.workers,
                              progress=not args.no_progress, command=sys.argv,
                              save_checkpoints=args.save_checkpoints)
-    table = write_summary(args.out, results, config.models)
-    report = write_report(args.out)
+    report, table = write_report(args.out)
     print(f"\nTable III ({args.out}):\n\n{table}\nReport: {report}")
     return 0
 
@@ -150,7 +149,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    report = write_report(args.run_dir)
+    report, _ = write_report(args.run_dir)
     print(f"wrote {report} and {report.parent / 'figures'}/")
     return 0
 

@@ -6,6 +6,7 @@ same results give the same bytes. Each model keeps one colour across all figures
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -123,8 +124,6 @@ FIGURES = {
 
 def save(fig, path_stem: Path) -> list[Path]:
     """PNG and SVG of ``fig``, written atomically; returns their paths."""
-    import io
-
     paths = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()

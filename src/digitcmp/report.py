@@ -79,8 +79,10 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
     return record, results
 
 
-def write_report(run_dir: str | os.PathLike) -> Path:
-    """Summary tables, every figure and report.md for a (possibly partial) run directory."""
+def write_report(run_dir: str | os.PathLike) -> tuple[Path, str]:
+    """Summary tables, every figure and report.md for a (possibly partial) run directory.
+
+    Returns the path of report.md and the Table III markdown."""
     from .plots import CAPTIONS, draw_all
 
     run_dir = Path(run_dir)
@@ -115,4 +117,4 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     path = run_dir / "report.md"
     atomic_write(path, "\n".join(lines))
-    return path
+    return path, table
