@@ -29,6 +29,16 @@ def test_run_dir_files_and_resume(tmp_path):
     assert len(run(tmp_path, rounds=3)) == 3 and len(lines(tmp_path)) == 3  # extended
 
 
+def test_plan_groups_rounds_by_engine_and_stack():
+    todo = [("baseline", 0), ("baseline", 2), ("cnn", 1), ("baseline", 3)]
+    assert experiment.plan(Config(engine="reference"), todo) == [
+        ("baseline", [0]), ("baseline", [2]), ("baseline", [3]), ("cnn", [1])]
+    assert experiment.plan(Config(), todo, stack=2) == [
+        ("baseline", [0, 2]), ("baseline", [3]), ("cnn", [1])]
+    # By default the MLP stacks (small activations) and the convnets do not.
+    assert experiment.plan(Config(), todo) == [("baseline", [0, 2, 3]), ("cnn", [1])]
+
+
 def test_config_mismatch_is_an_error(tmp_path):
     run(tmp_path, rounds=1)
     with pytest.raises(RunError, match="epochs: 1 there, 2 now"):
@@ -36,21 +46,21 @@ def test_config_mismatch_is_an_error(tmp_path):
 
 
 def test_interrupted_run_keeps_finished_rounds_and_resumes(tmp_path, monkeypatch):
-    real = experiment.run_round
+    real = experiment.run_rounds
     calls = []
 
-    def dies_on_second(config, model, r, checkpoint_dir=None):
-        calls.append(r)
+    def dies_on_second(config, model, rounds, checkpoint_dir=None):
+        calls.append(rounds)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(config, model, r, checkpoint_dir)
+        return real(config, model, rounds, checkpoint_dir)
 
-    monkeypatch.setattr(experiment, "run_round", dies_on_second)
+    monkeypatch.setattr(experiment, "run_rounds", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, rounds=3)
+        run(tmp_path, rounds=3, engine="reference")  # one round per task
     assert len(lines(tmp_path)) == 1
-    monkeypatch.setattr(experiment, "run_round", real)
-    results = run(tmp_path, rounds=3)
+    monkeypatch.setattr(experiment, "run_rounds", real)
+    results = run(tmp_path, rounds=3, engine="reference")
     assert sorted(r["round"] for r in results) == [0, 1, 2]
 
 
@@ -67,9 +77,9 @@ def test_torn_last_line_is_dropped_and_malformed_line_named(tmp_path):
 
 def test_process_executor_matches_serial(tmp_path):
     cfg = Config(**TINY, models=["baseline"], rounds=2)
-    serial = {r["round"]: r for r in experiment.execute([("baseline", 0), ("baseline", 1)], cfg)}
-    proc = {r["round"]: r for r in experiment.execute([("baseline", 0), ("baseline", 1)], cfg,
-                                                      "process", workers=2)}
+    tasks = [("baseline", [0]), ("baseline", [1])]
+    serial = {r["round"]: r for rs in experiment.execute(tasks, cfg) for r in rs}
+    proc = {r["round"]: r for rs in experiment.execute(tasks, cfg, "process", workers=2) for r in rs}
     for r in (0, 1):
         serial[r].pop("seconds"), proc[r].pop("seconds")
         assert serial[r] == proc[r]

@@ -15,7 +15,7 @@ from .data import SOURCES, DataError
 from .experiment import RunError, atomic_write, run_experiment
 from .models import MODELS, count_params
 from .report import write_report
-from .train import Config, cached_source, train_round
+from .train import Config, cached_source, train_rounds
 
 STUDY_MODELS = ["baseline", "cnn", "siamese_aux"]
 
@@ -67,13 +67,18 @@ def training_flags() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     g.add_argument("--threads", type=positive_int, default=d.threads,
                    help="torch threads per training (default: %(default)s)")
+    g.add_argument("--engine", choices=["stacked", "reference"], default=d.engine,
+                   help="stacked: train a model's rounds as one network, with per-round data, "
+                        "init, dropout, BatchNorm and Adam state (fast); reference: one plain "
+                        "training loop per round (default: %(default)s)")
     return p
 
 
 def config_from(args: argparse.Namespace, **extra) -> Config:
     return Config(data=args.data, data_dir=args.data_dir, pairs=args.pairs, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                  aux_weight=args.aux_weight, seed=args.seed, threads=args.threads, **extra)
+                  aux_weight=args.aux_weight, seed=args.seed, threads=args.threads,
+                  engine=args.engine, **extra)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -86,8 +91,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     config = config_from(args, models=args.models, rounds=args.rounds)
     run_experiment(config, args.out, executor=args.executor, workers=args.workers,
-                             progress=not args.no_progress, command=sys.argv,
-                             save_checkpoints=args.save_checkpoints)
+                   progress=not args.no_progress, command=sys.argv,
+                   save_checkpoints=args.save_checkpoints, stack=args.stack)
     report, table = write_report(args.out)
     print(f"\nTable III ({args.out}):\n\n{table}\nReport: {report}")
     return 0
@@ -101,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, models=[args.model], rounds=1)
     source = cached_source(config.data, config.data_dir)
     print(f"digitcmp: data source: {source.describe()}")
-    model, data, result = train_round(config, args.model, args.round)
+    [(model, data, result)] = train_rounds(config, args.model, [args.round])
     print(f"{args.model}: train error {100 * result['train_error']:.2f} %, "
           f"test error {100 * result['test_error']:.2f} % "
           f"({len(data.train)} train / {len(data.test)} test pairs, {result['seconds']:.0f} s)")
@@ -181,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="processes for --executor process (default: cores / threads)")
+    p.add_argument("--stack", type=positive_int, default=None, metavar="R",
+                   help="rounds the stacked engine trains together (default: per model, as many "
+                        "as keep a step's activations within 8 MiB: 10 for baseline, 1 for "
+                        "the convnets); does not change results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--save-checkpoints", action="store_true",
                    help="save every round's model in OUT/checkpoints/")

@@ -1,4 +1,4 @@
-"""Rounds, seeds, the run directory and the executors that map ``run_round`` over tasks.
+"""Rounds, seeds, the run directory and the executors that map ``run_rounds`` over tasks.
 
 A run directory holds:
   config.json   the resolved config, the data source, package versions and the command line;
@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from . import __version__
-from .models import MODELS
-from .train import Config, cached_source, run_round
+from .models import MODELS, get_model_class
+from .stacked import rounds_per_stack
+from .train import Config, cached_source, run_rounds
 
 
 class RunError(Exception):
@@ -123,12 +124,12 @@ class RunDir:
             os.fsync(f.fileno())
 
 
-def execute(tasks: list[tuple[str, int]], config: Config, executor: str = "serial",
-            workers: int | None = None, checkpoint_dir: str | None = None) -> Iterator[dict]:
-    """Yield ``run_round`` results for tasks as they finish, in any order."""
+def execute(tasks: list[tuple[str, list[int]]], config: Config, executor: str = "serial",
+            workers: int | None = None, checkpoint_dir: str | None = None) -> Iterator[list[dict]]:
+    """Yield the ``run_rounds`` results of each (model, rounds) task as it finishes, in any order."""
     if executor == "serial":
-        for model, r in tasks:
-            yield run_round(config, model, r, checkpoint_dir)
+        for model, rounds in tasks:
+            yield run_rounds(config, model, rounds, checkpoint_dir)
     elif executor == "process":
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -136,7 +137,7 @@ def execute(tasks: list[tuple[str, int]], config: Config, executor: str = "seria
         workers = workers or max(1, (os.cpu_count() or 1) // config.threads)
         # spawn, not fork: forking a process whose OpenMP pool is running can deadlock.
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_round, config, m, r, checkpoint_dir) for m, r in tasks]
+            futures = [pool.submit(run_rounds, config, m, rounds, checkpoint_dir) for m, rounds in tasks]
             try:
                 for fut in as_completed(futures):
                     yield fut.result()
@@ -147,13 +148,34 @@ def execute(tasks: list[tuple[str, int]], config: Config, executor: str = "seria
         raise RunError(f"unknown executor {executor!r}; choose serial or process")
 
 
+def plan(config: Config, todo: list[tuple[str, int]],
+         stack: int | None = None) -> list[tuple[str, list[int]]]:
+    """Group the (model, round) pairs still to run into tasks of rounds trained together.
+
+    The reference engine trains one round per task. The stacked engine stacks ``stack`` rounds,
+    by default as many as ``rounds_per_stack`` finds worthwhile for the model. A round's numbers
+    do not depend on which rounds it is stacked with (its data, batches, initialisation and
+    dropout masks come from its own seeds), so the grouping is not part of the config.
+    """
+    tasks = []
+    for model in dict.fromkeys(m for m, _ in todo):
+        rounds = [r for m, r in todo if m == model]
+        if config.engine == "reference":
+            size = 1
+        else:
+            size = stack or rounds_per_stack(get_model_class(model)(), config.batch_size)
+        tasks += [(model, rounds[i:i + size]) for i in range(0, len(rounds), size)]
+    return tasks
+
+
 def run_experiment(config: Config, out: str | os.PathLike, executor: str = "serial",
                    workers: int | None = None, progress: bool = True,
                    command: Iterable[str] | None = None, say: Callable = print,
-                   save_checkpoints: bool = False) -> list[dict]:
+                   save_checkpoints: bool = False, stack: int | None = None) -> list[dict]:
     """Run every missing (model, round) of ``config`` into ``out`` and return all results.
 
     With ``save_checkpoints``, each round's model is saved as ``out/checkpoints/{model}-r{round}.pt``.
+    ``stack`` overrides how many rounds the stacked engine trains together (see ``plan``).
     """
     unknown = [m for m in config.models if m not in MODELS]
     if unknown:
@@ -177,9 +199,10 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
     with tqdm(total=total, initial=total - len(tasks), unit="round", disable=not progress,
               dynamic_ncols=True) as bar:
         ckpt_dir = str(run.path / "checkpoints") if save_checkpoints else None
-        for res in execute(tasks, config, executor, workers, ckpt_dir):
-            run.append(res)
-            results.append(res)
-            bar.set_postfix_str(f"{res['model']} r{res['round']} test {100 * res['test_error']:.1f}%")
-            bar.update()
+        for finished in execute(plan(config, tasks, stack), config, executor, workers, ckpt_dir):
+            for res in finished:
+                run.append(res)
+                results.append(res)
+                bar.set_postfix_str(f"{res['model']} r{res['round']} test {100 * res['test_error']:.1f}%")
+                bar.update()
     return results

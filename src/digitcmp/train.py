@@ -17,6 +17,7 @@ from torch import nn
 
 from .data import Pairs, RoundData, Source, load_source, round_data, seed_for
 from .models import count_params, get_model_class
+from .stacked import stack, stackable, unstack
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Config:
     aux_weight: float | None = None  # None: the model's default_aux_weight
     threads: int = 1  # torch intra-op threads per training; part of the config because
     # the thread count can change float summation order, hence the last digits of results.
+    engine: str = "stacked"  # "stacked": a model's rounds trained as one network (stacked.py);
+    # "reference": one plain training loop per round. Same protocol; dropout masks drawn differently.
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +63,19 @@ def loss_fn(out, pairs: Pairs, aux_weight: float) -> torch.Tensor:
     if digits is not None and aux_weight:
         # Mean over the 2N digits, times 2: the sum of the per-digit losses CE(z_a) + CE(z_b).
         loss = loss + aux_weight * 2 * F.cross_entropy(digits.flatten(0, 1), pairs.classes.flatten())
+    return loss
+
+
+def round_losses(out, pairs: Pairs, aux_weight: float, rounds: int) -> torch.Tensor:
+    """``loss_fn`` of each of ``rounds`` equal batches stacked round-major: a vector of R losses."""
+    logits, digits = out
+
+    def ce(z, t):
+        return F.cross_entropy(z, t, reduction="none").view(rounds, -1).mean(1)
+
+    loss = ce(logits, pairs.target)
+    if digits is not None and aux_weight:
+        loss = loss + aux_weight * 2 * ce(digits.flatten(0, 1), pairs.classes.flatten())
     return loss
 
 
@@ -91,16 +107,68 @@ def train_model(model: nn.Module, train: Pairs, config: Config, lr: float, aux_w
     return losses
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, pairs: Pairs) -> dict:
-    """Error rates (fractions) on the target, and on the digits for models that predict them."""
-    model.eval()
-    logits, digits = model(pairs.input)
+def train_stacked(models: list[nn.Module], train: list[Pairs], config: Config, lr: float,
+                  aux_weight: float, batch_gens: list[torch.Generator],
+                  dropout_gens: list[torch.Generator]) -> tuple[nn.Module, list[list[float]]]:
+    """``train_model`` for R rounds at once: the same loop, on the stacked network.
+
+    Round r shuffles with ``batch_gens[r]`` exactly as the reference loop does, so its batches
+    are the reference's batches. Returns the stacked network and each round's per-epoch losses.
+    """
+    rounds = len(models)
+    net = stack(models, dropout_gens)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay)
+    x, t, c = (torch.stack([getattr(p, f) for p in train]) for f in ("input", "target", "classes"))
+    rows = torch.arange(rounds).unsqueeze(1)
+    n, bs = x.shape[1], config.batch_size
+    losses = torch.zeros(config.epochs, rounds, dtype=torch.float64)
+    for epoch in range(config.epochs):
+        net.train()
+        perm = torch.stack([torch.randperm(n, generator=g) for g in batch_gens])
+        for i in range(0, n, bs):
+            idx = perm[:, i:i + bs]
+            if idx.shape[1] < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            b = Pairs(x[rows, idx].flatten(0, 1), t[rows, idx].flatten(0, 1), c[rows, idx].flatten(0, 1))
+            per_round = round_losses(net(b.input), b, aux_weight, rounds)
+            opt.zero_grad(set_to_none=True)
+            # The sum, not the mean: round r's weights then get exactly round r's gradient.
+            per_round.sum().backward()
+            opt.step()
+            losses[epoch] += per_round.detach() * idx.shape[1]
+    return net, (losses / n).t().tolist()
+
+
+def errors(logits: torch.Tensor, digits: torch.Tensor | None, pairs: Pairs) -> dict:
+    """Error rates (fractions) on the target, and on the digits when the model predicts them."""
     # Counts divided in Python, so 17 wrong out of 1000 is stored as 0.017, not float32 noise.
     out = {"error": (logits.argmax(1) != pairs.target).sum().item() / len(pairs)}
     if digits is not None:
         out["digit_error"] = (digits.argmax(2) != pairs.classes).sum().item() / pairs.classes.numel()
     return out
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, pairs: Pairs) -> dict:
+    """Error rates of a trained model on ``pairs`` (see ``errors``)."""
+    model.eval()
+    return errors(*model(pairs.input), pairs)
+
+
+@torch.inference_mode()
+def evaluate_stacked(net: nn.Module, splits: list[Pairs], chunk: int = 250) -> list[dict]:
+    """``evaluate`` for each round of a stacked network; ``splits[r]`` is round r's pairs."""
+    net.eval()
+    x = torch.stack([p.input for p in splits])
+    outs = [net(x[:, i:i + chunk].flatten(0, 1)) for i in range(0, x.shape[1], chunk)]
+    rounds = len(splits)
+
+    def per_round(parts):  # chunks of R*c round-major rows -> R tensors of all N rows
+        return torch.cat([z.unflatten(0, (rounds, -1)) for z in parts], 1).unbind()
+
+    logits = per_round([o[0] for o in outs])
+    digits = per_round([o[1] for o in outs]) if outs[0][1] is not None else [None] * rounds
+    return [errors(lg, dg, p) for lg, dg, p in zip(logits, digits, splits, strict=True)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -109,20 +177,8 @@ def cached_source(data: str, data_dir: str | None) -> Source:
     return load_source(data, data_dir)
 
 
-def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module, RoundData, dict]:
-    """Train ``model_name`` on round ``round``'s pairs; return the model, the data and the record."""
-    torch.set_num_threads(config.threads)
-    start = time.perf_counter()
-    data = round_data(cached_source(config.data, config.data_dir), config.seed, round, config.pairs)
-    cls = get_model_class(model_name)
-    # Initialisation and dropout masks depend only on (seed, round): torch's global generator
-    # drives both, reseeded here so the result does not depend on what ran before in the process.
-    torch.manual_seed(seed_for(config.seed, round, "init"))
-    model = cls()
-    gen = torch.Generator().manual_seed(seed_for(config.seed, round, "batches"))
-    losses = train_model(model, data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
-                         gen)
-    tr, te = evaluate(model, data.train), evaluate(model, data.test)
+def _record(config: Config, model_name: str, round: int, model: nn.Module, tr: dict, te: dict,
+            losses: list[float], seconds: float, engine: str) -> dict:
     result = {
         "model": model_name, "round": round, "seed": config.seed, "params": count_params(model),
         "train_error": tr["error"], "test_error": te["error"],
@@ -130,22 +186,84 @@ def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module,
     if "digit_error" in te:
         result["train_digit_error"] = tr["digit_error"]
         result["test_digit_error"] = te["digit_error"]
-    result["train_loss"] = losses
-    result["seconds"] = float(f"{time.perf_counter() - start:.3f}")
+    result.update(train_loss=losses, seconds=float(f"{seconds:.3f}"), engine=engine)
+    return result
+
+
+def init_model(config: Config, cls: type[nn.Module], round: int) -> nn.Module:
+    """A fresh ``cls`` initialised for ``round``."""
+    # Initialisation (and the reference engine's dropout masks) depend only on (seed, round):
+    # torch's global generator is reseeded here, so nothing that ran before in the process matters.
+    torch.manual_seed(seed_for(config.seed, round, "init"))
+    return cls()
+
+
+def round_generator(config: Config, round: int, purpose: str) -> torch.Generator:
+    """A generator seeded for one purpose ("batches", "dropout") of one round."""
+    return torch.Generator().manual_seed(seed_for(config.seed, round, purpose))
+
+
+def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module, RoundData, dict]:
+    """Train ``model_name`` on round ``round``'s pairs with the reference loop; return the model,
+    the data and the result record."""
+    torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    data = round_data(cached_source(config.data, config.data_dir), config.seed, round, config.pairs)
+    cls = get_model_class(model_name)
+    model = init_model(config, cls, round)
+    losses = train_model(model, data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
+                         round_generator(config, round, "batches"))
+    tr, te = evaluate(model, data.train), evaluate(model, data.test)
+    result = _record(config, model_name, round, model, tr, te, losses, time.perf_counter() - start,
+                     "reference")
     return model, data, result
 
 
-def run_round(config: Config, model_name: str, round: int, checkpoint_dir: str | None = None) -> dict:
-    """Train one model for one round and return its result record (what executors map).
+def train_rounds(config: Config, model_name: str,
+                 rounds: list[int]) -> list[tuple[nn.Module, RoundData, dict]]:
+    """Train ``model_name`` on each of ``rounds``; with ``config.engine == "stacked"`` (and a model
+    made of stackable layers) all at once. Returns (model, data, record) per round, in order."""
+    cls = get_model_class(model_name)
+    if config.engine == "reference" or not stackable(cls()):
+        return [train_round(config, model_name, r) for r in rounds]
+    if config.engine != "stacked":
+        raise ValueError(f"unknown engine {config.engine!r}; choose stacked or reference")
+    torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    source = cached_source(config.data, config.data_dir)
+    datas = [round_data(source, config.seed, r, config.pairs) for r in rounds]
+    models = [init_model(config, cls, r) for r in rounds]
+    net, losses = train_stacked(models, [d.train for d in datas], config, lr_for(config, cls),
+                                aux_weight_for(config, cls),
+                                [round_generator(config, r, "batches") for r in rounds],
+                                [round_generator(config, r, "dropout") for r in rounds])
+    train_err = evaluate_stacked(net, [d.train for d in datas])
+    test_err = evaluate_stacked(net, [d.test for d in datas])
+    # Rounds trained together finish together: each is charged an equal share of the time.
+    seconds = (time.perf_counter() - start) / len(rounds)
+    out = []
+    for i, r in enumerate(rounds):
+        model = unstack(net, i, models[i])
+        out.append((model, datas[i], _record(config, model_name, r, model, train_err[i], test_err[i],
+                                             losses[i], seconds, "stacked")))
+    return out
 
-    With ``checkpoint_dir``, the trained model is also saved there as ``{model}-r{round}.pt``.
+
+def run_rounds(config: Config, model_name: str, rounds: list[int],
+               checkpoint_dir: str | None = None) -> list[dict]:
+    """Train one model for the given rounds and return their result records (what executors map).
+
+    A pure function of its arguments. With ``checkpoint_dir``, each round's trained model is also
+    saved there as ``{model}-r{round}.pt``.
     """
-    model, data, result = train_round(config, model_name, round)
+    out = train_rounds(config, model_name, rounds)
     if checkpoint_dir is not None:
         from .checkpoint import save_checkpoint
 
-        save_checkpoint(Path(checkpoint_dir) / f"{model_name}-r{round}.pt", model, model_name,
-                        config=config.to_dict(), source=cached_source(config.data, config.data_dir).info(),
-                        mean=data.mean, std=data.std, round=round,
-                        metrics={k: v for k, v in result.items() if k.endswith("error")})
-    return result
+        for model, data, result in out:
+            save_checkpoint(Path(checkpoint_dir) / f"{model_name}-r{result['round']}.pt", model,
+                            model_name, config=config.to_dict(),
+                            source=cached_source(config.data, config.data_dir).info(),
+                            mean=data.mean, std=data.std, round=result["round"],
+                            metrics={k: v for k, v in result.items() if k.endswith("error")})
+    return [result for _, _, result in out]
