@@ -137,9 +137,6 @@ class StackedDropout(nn.Module):
             rows.bernoulli_(1 - self.p, generator=g)
         return x * keep.div_(1 - self.p)
 
-    def unstacked(self, r: int, layer: nn.Dropout) -> None:
-        pass
-
 
 _STACKED = {nn.Linear: StackedLinear, nn.Conv2d: StackedConv2d,
             nn.BatchNorm1d: StackedBatchNorm, nn.BatchNorm2d: StackedBatchNorm}

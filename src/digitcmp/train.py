@@ -223,11 +223,11 @@ def train_rounds(config: Config, model_name: str,
                  rounds: list[int]) -> list[tuple[nn.Module, RoundData, dict]]:
     """Train ``model_name`` on each of ``rounds``; with ``config.engine == "stacked"`` (and a model
     made of stackable layers) all at once. Returns (model, data, record) per round, in order."""
+    if config.engine not in ("stacked", "reference"):
+        raise ValueError(f"unknown engine {config.engine!r}; choose stacked or reference")
     cls = get_model_class(model_name)
     if config.engine == "reference" or not stackable(cls()):
         return [train_round(config, model_name, r) for r in rounds]
-    if config.engine != "stacked":
-        raise ValueError(f"unknown engine {config.engine!r}; choose stacked or reference")
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
     source = cached_source(config.data, config.data_dir)
