@@ -1,7 +1,7 @@
-"""Train one model for one round, and evaluate it.
+"""Train one model for one round (or, with the stacked engine, several rounds at once), and evaluate it.
 
-``run_round(config, model_name, round)`` is a pure function of its arguments (for a fixed
-machine and thread count), so any executor can map it over (model, round) tasks.
+``run_rounds(config, model_name, rounds)`` is a pure function of its arguments (for a fixed
+machine and thread count), so any executor can map it over (model, rounds) tasks.
 """
 
 from __future__ import annotations
