@@ -31,10 +31,11 @@ def test_run_dir_files_and_resume(tmp_path):
 
 def test_plan_groups_rounds_by_engine_and_stack():
     todo = [("baseline", 0), ("baseline", 2), ("cnn", 1), ("baseline", 3)]
+    # Round-major order, so that a run stopped early holds whole rounds of every model.
     assert experiment.plan(Config(engine="reference"), todo) == [
-        ("baseline", [0]), ("baseline", [2]), ("baseline", [3]), ("cnn", [1])]
+        ("baseline", [0]), ("cnn", [1]), ("baseline", [2]), ("baseline", [3])]
     assert experiment.plan(Config(), todo, stack=2) == [
-        ("baseline", [0, 2]), ("baseline", [3]), ("cnn", [1])]
+        ("baseline", [0, 2]), ("cnn", [1]), ("baseline", [3])]
     # By default the MLP stacks (small activations) and the convnets do not.
     assert experiment.plan(Config(), todo) == [("baseline", [0, 2, 3]), ("cnn", [1])]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .experiment import atomic_write, versions
+from .experiment import versions
+from .files import atomic_write
 from .models import MODELS
 
 FORMAT = "digitcmp-checkpoint"

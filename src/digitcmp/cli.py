@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .ablation import SWEEP_WEIGHTS, ablation_config
 from .checkpoint import CheckpointError
 from .data import SOURCES, DataError
-from .experiment import RunError, atomic_write, run_experiment
+from .experiment import RunError, run_experiment
+from .files import atomic_write
 from .models import MODELS, count_params
 from .report import write_report
 from .train import Config, cached_source, train_rounds
@@ -74,6 +76,28 @@ def training_flags() -> argparse.ArgumentParser:
     return p
 
 
+def run_flags(out: str) -> argparse.ArgumentParser:
+    """Flags shared by the commands that run rounds into a run directory."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("rounds and execution")
+    g.add_argument("--rounds", type=positive_int, default=15, help="(default: %(default)s)")
+    g.add_argument("--out", default=out, metavar="DIR",
+                   help="run directory; rerunning into it resumes (default: %(default)s)")
+    g.add_argument("--executor", choices=["serial", "process"], default="process",
+                   help="run rounds one after another, or in parallel processes "
+                        "(default: %(default)s)")
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="processes for --executor process (default: cores / threads)")
+    g.add_argument("--stack", type=positive_int, default=None, metavar="R",
+                   help="rounds the stacked engine trains together (default: per model, as many "
+                        "as keep a step's activations within 8 MiB: 10 for baseline, 1 for "
+                        "the convnets); does not change results")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--save-checkpoints", action="store_true",
+                   help="save every round's model in OUT/checkpoints/")
+    return p
+
+
 def config_from(args: argparse.Namespace, **extra) -> Config:
     return Config(data=args.data, data_dir=args.data_dir, pairs=args.pairs, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -88,13 +112,32 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    config = config_from(args, models=args.models, rounds=args.rounds)
+def run_and_report(config: Config, args: argparse.Namespace) -> Path:
+    """Run config's missing rounds into args.out, then write its tables, figures and report."""
     run_experiment(config, args.out, executor=args.executor, workers=args.workers,
                    progress=not args.no_progress, command=sys.argv,
                    save_checkpoints=args.save_checkpoints, stack=args.stack)
     report, table = write_report(args.out)
-    print(f"\nTable III ({args.out}):\n\n{table}\nReport: {report}")
+    print(f"\nTable III ({args.out}):\n\n{table}")
+    return report
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    report = run_and_report(config_from(args, models=args.models, rounds=args.rounds), args)
+    print(f"Report: {report}")
+    return 0
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    if args.aux_weight is not None:
+        raise RunError("--aux-weight: the ablation sets the aux weight per arm (0 or 1); "
+                       "use --aux-weights for the sweep")
+    config = ablation_config(config_from(args, rounds=args.rounds), args.aux_weights)
+    report = run_and_report(config, args)
+    effects = Path(args.out) / "effects.md"
+    if effects.exists():
+        print(effects.read_text().split("\n\n", 1)[1])
+    print(f"Report: {report}")
     return 0
 
 
@@ -174,26 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered models with their parameter counts")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("reproduce", parents=[training_flags()],
+    p = sub.add_parser("reproduce", parents=[training_flags(), run_flags("runs/reproduce")],
                        help="train models over randomised rounds and print Table III")
     p.add_argument("--models", nargs="+", default=STUDY_MODELS, metavar="NAME",
                    help="models to compare (default: %(default)s)")
-    p.add_argument("--rounds", type=positive_int, default=15, help="(default: %(default)s)")
-    p.add_argument("--out", default="runs/reproduce", metavar="DIR",
-                   help="run directory; rerunning into it resumes (default: %(default)s)")
-    p.add_argument("--executor", choices=["serial", "process"], default="process",
-                   help="run rounds one after another, or in parallel processes "
-                        "(default: %(default)s)")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="processes for --executor process (default: cores / threads)")
-    p.add_argument("--stack", type=positive_int, default=None, metavar="R",
-                   help="rounds the stacked engine trains together (default: per model, as many "
-                        "as keep a step's activations within 8 MiB: 10 for baseline, 1 for "
-                        "the convnets); does not change results")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--save-checkpoints", action="store_true",
-                   help="save every round's model in OUT/checkpoints/")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("ablation", parents=[training_flags(), run_flags("runs/ablation")],
+                       help="the 2x2 weight sharing x auxiliary loss ablation with paired "
+                            "statistics (effects.md) and an aux-weight sweep")
+    p.add_argument("--aux-weights", nargs="*", type=non_negative_float, default=list(SWEEP_WEIGHTS),
+                   metavar="W", help="auxiliary-loss weights swept on the shared arm; 0 and 1 are "
+                                     "the arms siamese and siamese_aux (default: %(default)s)")
+    p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("train", parents=[training_flags()],
                        help="train one model on one round's pairs and optionally save it")

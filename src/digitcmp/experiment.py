@@ -15,36 +15,18 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from . import __version__
+from .files import atomic_write
 from .models import MODELS, get_model_class
 from .stacked import rounds_per_stack
-from .train import Config, cached_source, run_rounds
+from .train import TUNABLE, Config, cached_source, resolve, run_rounds
 
 
 class RunError(Exception):
     """A run directory cannot be used as asked; the message says which file and why."""
-
-
-def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode() if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def versions() -> dict:
@@ -104,6 +86,10 @@ class RunDir:
                 raise RunError(f"{self.config_path}: not valid JSON ({e})") from None
             new_cfg, old_cfg = record["config"], old.get("config", {})
             diff = [k for k in new_cfg if k not in Config.EXTENT and new_cfg[k] != old_cfg.get(k)]
+            # New variants extend the run like new models; a changed one would change its rounds.
+            old_variants, new_variants = old_cfg.get("variants", {}), new_cfg.get("variants", {})
+            if "variants" in diff and all(old_variants.get(k, v) == v for k, v in new_variants.items()):
+                diff.remove("variants")
             if diff:
                 details = ", ".join(f"{k}: {old_cfg.get(k)!r} there, {new_cfg[k]!r} now" for k in diff)
                 raise RunError(f"{self.path} holds a run with another config ({details}); "
@@ -112,7 +98,8 @@ class RunDir:
             models = old_cfg.get("models", []) + [m for m in new_cfg["models"]
                                                   if m not in old_cfg.get("models", [])]
             record["config"] = dict(new_cfg, models=models,
-                                    rounds=max(new_cfg["rounds"], old_cfg.get("rounds", 0)))
+                                    rounds=max(new_cfg["rounds"], old_cfg.get("rounds", 0)),
+                                    variants={**old_variants, **new_variants})
         atomic_write(self.config_path, json.dumps(record, indent=2) + "\n")
         return read_rounds(self.rounds_path, repair=True) if self.rounds_path.exists() else []
 
@@ -148,6 +135,25 @@ def execute(tasks: list[tuple[str, list[int]]], config: Config, executor: str = 
         raise RunError(f"unknown executor {executor!r}; choose serial or process")
 
 
+def check_arms(config: Config) -> None:
+    """Every name in config.models is a registered model or a well-formed variant of one."""
+    unknown = [m for m in config.models if m not in MODELS and m not in config.variants]
+    if unknown:
+        raise RunError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    for name, spec in config.variants.items():
+        if spec.get("model") not in MODELS:
+            raise RunError(f"variant {name!r}: 'model' must be one of {', '.join(MODELS)}, "
+                           f"got {spec.get('model')!r}")
+        for key, value in spec.items():
+            if key != "model" and key not in TUNABLE:
+                raise RunError(f"variant {name!r}: unknown option {key!r}; options: {', '.join(TUNABLE)}")
+            if key in ("epochs", "batch_size") and not (isinstance(value, int) and value >= 1):
+                raise RunError(f"variant {name!r}: {key} must be a whole number >= 1, got {value!r}")
+            if key in ("lr", "weight_decay", "aux_weight") and not (
+                    isinstance(value, (int, float)) and value >= 0):
+                raise RunError(f"variant {name!r}: {key} must be a number >= 0, got {value!r}")
+
+
 def plan(config: Config, todo: list[tuple[str, int]],
          stack: int | None = None) -> list[tuple[str, list[int]]]:
     """Group the (model, round) pairs still to run into tasks of rounds trained together.
@@ -160,12 +166,15 @@ def plan(config: Config, todo: list[tuple[str, int]],
     tasks = []
     for model in dict.fromkeys(m for m, _ in todo):
         rounds = [r for m, r in todo if m == model]
-        if config.engine == "reference":
+        arch, cfg = resolve(config, model)
+        if cfg.engine == "reference":
             size = 1
         else:
-            size = stack or rounds_per_stack(get_model_class(model)(), config.batch_size)
+            size = stack or rounds_per_stack(get_model_class(arch)(), cfg.batch_size)
         tasks += [(model, rounds[i:i + size]) for i in range(0, len(rounds), size)]
-    return tasks
+    # Round-major: a run stopped early holds whole rounds of every model, which pair up.
+    order = {m: i for i, m in enumerate(dict.fromkeys(m for m, _ in todo))}
+    return sorted(tasks, key=lambda t: (t[1][0], order[t[0]]))
 
 
 def run_experiment(config: Config, out: str | os.PathLike, executor: str = "serial",
@@ -177,9 +186,7 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
     With ``save_checkpoints``, each round's model is saved as ``out/checkpoints/{model}-r{round}.pt``.
     ``stack`` overrides how many rounds the stacked engine trains together (see ``plan``).
     """
-    unknown = [m for m in config.models if m not in MODELS]
-    if unknown:
-        raise RunError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    check_arms(config)
     source = cached_source(config.data, config.data_dir)
     # Workers must load exactly this source, not re-run the auto fallback on their own machine.
     config.data = source.name

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only: no display needed, and no GUI backend impor
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .experiment import atomic_write  # noqa: E402
+from .files import atomic_write  # noqa: E402
 from .models import MODELS, label  # noqa: E402
 
 # SVG element ids are random unless salted; PNG/SVG carry a date and version unless removed.
@@ -120,6 +120,57 @@ FIGURES = {
     "errors_per_round": fig_errors_per_round,
     "loss_convergence": fig_loss_convergence,
 }
+
+
+# The ablation's figures (drawn when a run holds the four ablation arms).
+ABLATION_CAPTIONS = {
+    "paired_differences": "Ablation: per-round difference in test error for each effect (dots, one "
+                          "per round, same pairs for every arm); bar: mean with its 95 % paired-t "
+                          "interval. Below zero: the factor lowers the error.",
+    "aux_weight_sweep": "Ablation: test and train error of the shared arm against the weight of the "
+                        "auxiliary digit loss (mean +- std over rounds).",
+}
+
+
+def fig_paired_differences(effect_rows: list[dict]):
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(effect_rows) + 1.6))
+    rng = np.random.default_rng(0)
+    for i, e in enumerate(effect_rows):
+        y = len(effect_rows) - 1 - i
+        d = 100 * np.asarray(e["diffs"], dtype=float)
+        ax.scatter(d, y + rng.uniform(-0.15, 0.15, len(d)), s=12, color="tab:blue", alpha=0.6, zorder=2)
+        if not np.isnan(e["ci_low"]):
+            ax.errorbar(100 * e["mean"], y, xerr=[[100 * (e["mean"] - e["ci_low"])],
+                                                  [100 * (e["ci_high"] - e["mean"])]],
+                        fmt="D", color="black", capsize=4, zorder=3)
+    ax.axvline(0, color="grey", linewidth=1)
+    ax.set_yticks(range(len(effect_rows)), [e["effect"] for e in reversed(effect_rows)], fontsize=8)
+    ax.set(xlabel="difference in test error (percentage points)",
+           title="Paired differences per round, mean and 95 % CI")
+    return fig
+
+
+def fig_aux_weight_sweep(sweep_rows: list[dict]):
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    w = [s["aux_weight"] for s in sweep_rows]
+    for split, style in (("test", "o-"), ("train", "s--")):
+        ax.errorbar(w, [100 * s[f"{split}_error_mean"] for s in sweep_rows],
+                    yerr=[100 * np.nan_to_num(s[f"{split}_error_std"]) for s in sweep_rows],
+                    fmt=style, capsize=3, label=split)
+    ax.set_xscale("symlog", linthresh=0.1)  # 0 is one of the weights
+    ax.set(xlabel="auxiliary-loss weight", ylabel="error (%)", title="Aux-loss weight, shared arm")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def draw_ablation(effect_rows: list[dict], sweep_rows: list[dict], out_dir: str | os.PathLike) -> list[str]:
+    """Draw the ablation's figures into out_dir; return their names."""
+    names = ["paired_differences"] + (["aux_weight_sweep"] if len(sweep_rows) > 1 else [])
+    with matplotlib.rc_context(STABLE):
+        save(fig_paired_differences(effect_rows), Path(out_dir) / names[0])
+        if len(names) > 1:
+            save(fig_aux_weight_sweep(sweep_rows), Path(out_dir) / names[1])
+    return names
 
 
 def save(fig, path_stem: Path) -> list[Path]:

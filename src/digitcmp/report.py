@@ -9,7 +9,8 @@ import math
 import os
 from pathlib import Path
 
-from .experiment import RunError, atomic_write, read_rounds
+from .experiment import RunError, read_rounds
+from .files import atomic_write
 from .models import label
 from .stats import summarise
 
@@ -83,7 +84,8 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, str]:
     """Summary tables, every figure and report.md for a (possibly partial) run directory.
 
     Returns the path of report.md and the Table III markdown."""
-    from .plots import CAPTIONS, draw_all
+    from .ablation import is_ablation, write_effects
+    from .plots import ABLATION_CAPTIONS, CAPTIONS, draw_ablation, draw_all
 
     run_dir = Path(run_dir)
     record, results = load_run(run_dir)
@@ -111,6 +113,11 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, str]:
     ]
     for name in names:
         lines += [f"![{name}](figures/{name}.png)", "", f"*{CAPTIONS[name]}*", ""]
+    if is_ablation(results):
+        effect_rows, sweep_rows, effects_md = write_effects(run_dir, results)
+        lines += ["## Ablation: weight sharing x auxiliary loss", "", effects_md]
+        for name in draw_ablation(effect_rows, sweep_rows, run_dir / "figures"):
+            lines += [f"![{name}](figures/{name}.png)", "", f"*{ABLATION_CAPTIONS[name]}*", ""]
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in config.items()]
     versions = record.get("versions", {})

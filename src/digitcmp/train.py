@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +39,9 @@ class Config:
     # the thread count can change float summation order, hence the last digits of results.
     engine: str = "stacked"  # "stacked": a model's rounds trained as one network (stacked.py);
     # "reference": one plain training loop per round. Same protocol; dropout masks drawn differently.
+    variants: dict[str, dict] = field(default_factory=dict)  # named arms that ``models`` may list
+    # besides registered models: name -> {"model": registered name, option: value, ...}, where
+    # each option (one of TUNABLE) overrides this config for that arm, e.g. an aux-weight sweep.
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +49,18 @@ class Config:
     # The fields that may differ when resuming into an existing run directory: asking for
     # more rounds or more models extends a run without changing what the finished rounds mean.
     EXTENT = ("models", "rounds")
+
+
+TUNABLE = ("lr", "weight_decay", "aux_weight", "epochs", "batch_size")
+
+
+def resolve(config: Config, arm: str) -> tuple[str, Config]:
+    """The registered model and the config with which ``arm`` (a name in config.models) trains."""
+    spec = config.variants.get(arm)
+    if spec is None:
+        return arm, config
+    options = {k: v for k, v in spec.items() if k != "model"}
+    return spec["model"], replace(config, variants={}, **options)
 
 
 def lr_for(config: Config, model_cls) -> float:
@@ -179,8 +194,11 @@ def cached_source(data: str, data_dir: str | None) -> Source:
 
 def _record(config: Config, model_name: str, round: int, model: nn.Module, tr: dict, te: dict,
             losses: list[float], seconds: float, engine: str) -> dict:
+    cls = type(model)
     result = {
-        "model": model_name, "round": round, "seed": config.seed, "params": count_params(model),
+        "model": model_name, "arch": cls.name, "round": round, "seed": config.seed,
+        "params": count_params(model), "lr": lr_for(config, cls),
+        "aux_weight": aux_weight_for(config, cls) if "digit_error" in te else None,
         "train_error": tr["error"], "test_error": te["error"],
     }
     if "digit_error" in te:
@@ -249,19 +267,23 @@ def train_rounds(config: Config, model_name: str,
     return out
 
 
-def run_rounds(config: Config, model_name: str, rounds: list[int],
+def run_rounds(config: Config, arm: str, rounds: list[int],
                checkpoint_dir: str | None = None) -> list[dict]:
-    """Train one model for the given rounds and return their result records (what executors map).
+    """Train one arm (a model, or a variant of ``config.variants``) for the given rounds and
+    return their result records (what executors map); a record's "model" is the arm's name.
 
     A pure function of its arguments. With ``checkpoint_dir``, each round's trained model is also
-    saved there as ``{model}-r{round}.pt``.
+    saved there as ``{arm}-r{round}.pt``.
     """
+    model_name, config = resolve(config, arm)
     out = train_rounds(config, model_name, rounds)
+    for _, _, result in out:
+        result["model"] = arm
     if checkpoint_dir is not None:
         from .checkpoint import save_checkpoint
 
         for model, data, result in out:
-            save_checkpoint(Path(checkpoint_dir) / f"{model_name}-r{result['round']}.pt", model,
+            save_checkpoint(Path(checkpoint_dir) / f"{arm}-r{result['round']}.pt", model,
                             model_name, config=config.to_dict(),
                             source=cached_source(config.data, config.data_dir).info(),
                             mean=data.mean, std=data.std, round=result["round"],
