@@ -24,6 +24,16 @@ def fake_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), (np.arange(n) % 10).astype(np.uint8)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Tests never read or write the user's cache (downloaded MNIST, parsed embedded digits);
+    the environment variable also reaches worker processes the tests spawn."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DIGITCMP_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def fake_mnist(tmp_path) -> Path:
     """A tiny MNIST directory: 60 train and 40 test digits, in the standard file names."""

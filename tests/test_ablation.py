@@ -42,7 +42,7 @@ def test_arms_are_parameter_matched_and_differ_only_in_the_factor():
 
 
 def test_every_arm_gets_identical_data_in_a_round():
-    cfg = ablation.ablation_config(Config(data="embedded", pairs=40, epochs=1), weights=(0.0, 3.0))
+    cfg = ablation.ablation_config(Config(data="embedded", pairs=20, epochs=1), weights=(0.0, 3.0))
     assert cfg.models == ["separate", "separate_aux", "siamese", "siamese_aux",
                           "siamese_aux@aux_weight=3"]
     datas = {arm: train_rounds(cfg, arm, [0, 1]) for arm in ablation.ARMS}

@@ -126,3 +126,27 @@ def test_cli_models_lists_counts(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "73,954" in out and "77,530" in out and "69,849" in out
+
+
+def test_variants_are_named_arms_that_extend_a_run(tmp_path):
+    fast = {"model": "baseline", "lr": 0.01}
+    results = run(tmp_path, rounds=1, models=["baseline", "fast"], variants={"fast": fast})
+    by_arm = {r["model"]: r for r in results}
+    assert by_arm["fast"]["arch"] == "baseline" and by_arm["fast"]["lr"] == 0.01
+    assert by_arm["baseline"]["lr"] == 5e-4
+    # Another variant extends the run; redefining an existing one would change its rounds.
+    more = {"fast": fast, "slow": {"model": "baseline", "lr": 1e-5}}
+    assert len(run(tmp_path, rounds=1, models=["fast", "slow"], variants=more)) == 3
+    with pytest.raises(RunError, match="variants"):
+        run(tmp_path, rounds=1, models=["fast"], variants={"fast": {"model": "baseline", "lr": 0.1}})
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"model": "nope"}, "variant 'v': 'model' must be one of"),
+    ({"model": "cnn", "learning_rate": 1}, "variant 'v': unknown option 'learning_rate'"),
+    ({"model": "cnn", "epochs": 2.5}, "variant 'v': epochs must be a whole number"),
+    ({"model": "cnn", "lr": "fast"}, "variant 'v': lr must be a number >= 0, got 'fast'"),
+])
+def test_bad_variant_is_named(tmp_path, spec, message):
+    with pytest.raises(RunError, match=message):
+        run(tmp_path, models=["v"], variants={"v": spec})

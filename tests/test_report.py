@@ -25,9 +25,15 @@ def synthetic_run(path, rounds=4, models=("baseline", "cnn", "siamese_aux"), pla
     return path
 
 
-def test_report_writes_every_file(tmp_path):
-    run = synthetic_run(tmp_path / "run")
-    report = write_report(run)[0].read_text()
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """One synthetic run with its report written (drawing figures is the slow part)."""
+    run = synthetic_run(tmp_path_factory.mktemp("rendered") / "run")
+    return run, write_report(run)[0].read_text()
+
+
+def test_report_writes_every_file(rendered):
+    run, report = rendered
     for name in FIGURES:
         for ext in ("png", "svg"):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
@@ -38,9 +44,9 @@ def test_report_writes_every_file(tmp_path):
     assert (run / "summary.md").exists() and (run / "summary.csv").exists()
 
 
-def test_report_is_byte_stable(tmp_path):
-    a, b = synthetic_run(tmp_path / "a"), synthetic_run(tmp_path / "b")
-    write_report(a), write_report(b)
+def test_report_is_byte_stable(rendered, tmp_path):
+    a, b = rendered[0], synthetic_run(tmp_path / "b")
+    write_report(b)
     for f in sorted((a / "figures").iterdir()):
         assert f.read_bytes() == (b / "figures" / f.name).read_bytes(), f.name
 

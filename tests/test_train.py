@@ -9,8 +9,8 @@ def test_short_training_lowers_the_loss():
     src = Source("fake", "", *_separable_pool())
     d = round_data(src, seed=0, round=0, n_pairs=200)
     torch.manual_seed(0)
-    model = MODELS["siamese_aux"]()
-    losses = train_model(model, d.train, Config(epochs=4, batch_size=50), lr=1e-3, aux_weight=1.0,
+    model = MODELS["baseline"]()
+    losses = train_model(model, d.train, Config(epochs=4, batch_size=50), lr=1e-3, aux_weight=0.0,
                          gen=torch.Generator().manual_seed(0))
     assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
 
@@ -36,7 +36,7 @@ def test_same_seed_same_results_different_seed_different():
 
 
 def test_round_record_fields():
-    [r] = run_rounds(Config(data="embedded", pairs=100, epochs=2), "siamese_aux", [0])
+    [r] = run_rounds(Config(data="embedded", pairs=100, epochs=2, batch_size=50), "siamese_aux", [0])
     assert r["model"] == "siamese_aux" and r["round"] == 0 and r["params"] == 69849
     assert len(r["train_loss"]) == 2
     for key in ("train_error", "test_error", "test_digit_error"):

@@ -147,10 +147,10 @@ def check_arms(config: Config) -> None:
         for key, value in spec.items():
             if key != "model" and key not in TUNABLE:
                 raise RunError(f"variant {name!r}: unknown option {key!r}; options: {', '.join(TUNABLE)}")
-            if key in ("epochs", "batch_size") and not (isinstance(value, int) and value >= 1):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key in ("epochs", "batch_size") and not (number and isinstance(value, int) and value >= 1):
                 raise RunError(f"variant {name!r}: {key} must be a whole number >= 1, got {value!r}")
-            if key in ("lr", "weight_decay", "aux_weight") and not (
-                    isinstance(value, (int, float)) and value >= 0):
+            if key in ("lr", "weight_decay", "aux_weight") and not (number and value >= 0):
                 raise RunError(f"variant {name!r}: {key} must be a number >= 0, got {value!r}")
 
 
