@@ -161,3 +161,21 @@ def test_round_data_uses_test_split_when_present():
     d = round_data(src, seed=0, round=0, n_pairs=50)
     test_ids = (d.test.input[:, :, 0, 0] * d.std + d.mean).round()
     assert test_ids.min() >= 200
+
+
+def test_validation_pairs_are_carved_from_the_training_pairs():
+    x, y = id_pool(400)
+    src = Source("fake", "ids", x, y)
+    full, d = round_data(src, 3, 1, 100), round_data(src, 3, 1, 100, val_pairs=20)
+    assert (len(d.train), len(d.val), len(d.test)) == (80, 20, 100) and full.val is None
+
+    def ids(p, data):
+        return (p.input[:, :, 0, 0] * data.std + data.mean).round().long()
+
+    # The same 100 training pairs, split 80 / 20; the test pairs do not change.
+    assert torch.equal(torch.cat((ids(d.train, d), ids(d.val, d))), ids(full.train, full))
+    assert torch.equal(ids(d.test, d), ids(full.test, full))
+    # Standardised with the statistics of the 80 pairs trained on only.
+    assert abs(d.train.input.mean().item()) < 1e-4 and abs(d.val.input.mean().item()) > 1e-3
+    with pytest.raises(DataError, match="val_pairs=99"):
+        round_data(src, 3, 1, 100, val_pairs=99)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import torch
 
 from digitcmp.data import Source, round_data
@@ -36,9 +38,13 @@ def test_same_seed_same_results_different_seed_different():
 
 
 def test_round_record_fields():
-    [r] = run_rounds(Config(data="embedded", pairs=100, epochs=2, batch_size=50), "siamese_aux", [0])
+    cfg = Config(data="embedded", pairs=100, val_pairs=20, epochs=2, batch_size=50)
+    [r] = run_rounds(cfg, "siamese_aux", [0])
     assert r["model"] == "siamese_aux" and r["round"] == 0 and r["params"] == 69849
-    assert len(r["train_loss"]) == 2
-    for key in ("train_error", "test_error", "test_digit_error"):
+    assert r["arch"] == "siamese_aux" and r["lr"] == 1e-3 and r["aux_weight"] == 1.0
+    assert len(r["train_loss"]) == 2 and r["val_error"] == round(r["val_error"] * 20) / 20
+    [ref] = run_rounds(dataclasses.replace(cfg, engine="reference"), "siamese_aux", [0])
+    assert "val_error" in ref
+    for key in ("train_error", "test_error", "val_error", "test_digit_error"):
         assert 0 <= r[key] <= 1
     assert r["test_error"] == round(r["test_error"] * 100) / 100  # an exact count out of 100

@@ -55,6 +55,10 @@ def training_flags() -> argparse.ArgumentParser:
                         "$DIGITCMP_CACHE/mnist or the platform's user cache)")
     g.add_argument("--pairs", type=positive_int, default=d.pairs,
                    help="train pairs and test pairs per round (default: %(default)s)")
+    g.add_argument("--val-pairs", type=int, default=d.val_pairs, metavar="N",
+                   help="hold N of the training pairs out as a validation split (records "
+                        "val_error; choose hyperparameters on it, never on test pairs) "
+                        "(default: %(default)s)")
     g.add_argument("--epochs", type=positive_int, default=d.epochs, help="(default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="(default: %(default)s)")
@@ -99,7 +103,8 @@ def run_flags(out: str) -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace, **extra) -> Config:
-    return Config(data=args.data, data_dir=args.data_dir, pairs=args.pairs, epochs=args.epochs,
+    return Config(data=args.data, data_dir=args.data_dir, pairs=args.pairs,
+                  val_pairs=args.val_pairs, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                   aux_weight=args.aux_weight, seed=args.seed, threads=args.threads,
                   engine=args.engine, **extra)

@@ -324,24 +324,32 @@ def seed_for(seed: int, round: int, purpose: str) -> int:
 
 @dataclass(frozen=True)
 class RoundData:
-    """One round's standardised train and test pairs, and the statistics used to standardise."""
+    """One round's standardised train and test pairs, and the statistics used to standardise;
+    ``val``: pairs held out of the training pairs for choosing hyperparameters, or None."""
 
     train: Pairs
     test: Pairs
     mean: float
     std: float
+    val: Pairs | None = None
 
 
 def standardise(p: Pairs, mean: float, std: float) -> Pairs:
     return Pairs((p.input - mean) / std, p.target, p.classes)
 
 
-def round_data(source: Source, seed: int, round: int, n_pairs: int = 1000) -> RoundData:
-    """The pairs of round ``round``: a function of (source, seed, round, n_pairs) only.
+def round_data(source: Source, seed: int, round: int, n_pairs: int = 1000,
+               val_pairs: int = 0) -> RoundData:
+    """The pairs of round ``round``: a function of (source, seed, round, n_pairs, val_pairs) only.
 
-    Inputs are standardised with the mean and std of the *training* pairs' pixels (one scalar
-    each), applied to both splits, so nothing about the test pairs leaks into training.
+    With ``val_pairs``, the last ``val_pairs`` of the n_pairs training pairs (a random subset:
+    pairs are drawn in random order) are held out as a validation split, and the model trains on
+    the rest. Inputs are standardised with the mean and std of the pixels of the pairs it trains
+    on (one scalar each), applied to every split, so nothing about held-out pairs leaks in.
     """
+    if not 0 <= val_pairs <= n_pairs - 2:
+        raise DataError(f"val_pairs={val_pairs}: must be >= 0 and leave at least 2 of the "
+                        f"{n_pairs} training pairs to train on")
     gen = torch.Generator().manual_seed(seed_for(seed, round, "data"))
     if source.test_x is None:
         # No test split: a random half of the pool for training, the other half for testing.
@@ -353,5 +361,11 @@ def round_data(source: Source, seed: int, round: int, n_pairs: int = 1000) -> Ro
     else:
         train = draw_pairs(source.train_x, source.train_y, n_pairs, gen)
         test = draw_pairs(source.test_x, source.test_y, n_pairs, gen)
+    # Drawing the same pairs whatever val_pairs is keeps the test pairs, and the pairs trained
+    # on, comparable between runs with and without a validation split.
+    keep = n_pairs - val_pairs
+    val = Pairs(*(t[keep:] for t in (train.input, train.target, train.classes))) if val_pairs else None
+    train = Pairs(*(t[:keep] for t in (train.input, train.target, train.classes)))
     mean, std = train.input.mean().item(), train.input.std().item()
-    return RoundData(standardise(train, mean, std), standardise(test, mean, std), mean, std)
+    return RoundData(standardise(train, mean, std), standardise(test, mean, std), mean, std,
+                     standardise(val, mean, std) if val is not None else None)

@@ -84,7 +84,8 @@ class RunDir:
                 old = json.loads(self.config_path.read_text())
             except ValueError as e:
                 raise RunError(f"{self.config_path}: not valid JSON ({e})") from None
-            new_cfg, old_cfg = record["config"], old.get("config", {})
+            # An option that an older digitcmp did not record had its default value then.
+            new_cfg, old_cfg = record["config"], {**Config().to_dict(), **old.get("config", {})}
             diff = [k for k in new_cfg if k not in Config.EXTENT and new_cfg[k] != old_cfg.get(k)]
             # New variants extend the run like new models; a changed one would change its rounds.
             old_variants, new_variants = old_cfg.get("variants", {}), new_cfg.get("variants", {})

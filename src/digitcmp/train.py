@@ -30,6 +30,7 @@ class Config:
     data: str = "auto"
     data_dir: str | None = None
     pairs: int = 1000
+    val_pairs: int = 0  # training pairs held out as a validation split (trained on: pairs - val_pairs)
     epochs: int = 25
     batch_size: int = 100
     lr: float | None = None  # None: the model's default_lr (the study's per-model rates)
@@ -193,7 +194,7 @@ def cached_source(data: str, data_dir: str | None) -> Source:
 
 
 def _record(config: Config, model_name: str, round: int, model: nn.Module, tr: dict, te: dict,
-            losses: list[float], seconds: float, engine: str) -> dict:
+            va: dict | None, losses: list[float], seconds: float, engine: str) -> dict:
     cls = type(model)
     result = {
         "model": model_name, "arch": cls.name, "round": round, "seed": config.seed,
@@ -201,6 +202,8 @@ def _record(config: Config, model_name: str, round: int, model: nn.Module, tr: d
         "aux_weight": aux_weight_for(config, cls) if "digit_error" in te else None,
         "train_error": tr["error"], "test_error": te["error"],
     }
+    if va is not None:
+        result["val_error"] = va["error"]
     if "digit_error" in te:
         result["train_digit_error"] = tr["digit_error"]
         result["test_digit_error"] = te["digit_error"]
@@ -226,14 +229,16 @@ def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module,
     the data and the result record."""
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    data = round_data(cached_source(config.data, config.data_dir), config.seed, round, config.pairs)
+    data = round_data(cached_source(config.data, config.data_dir), config.seed, round, config.pairs,
+                      config.val_pairs)
     cls = get_model_class(model_name)
     model = init_model(config, cls, round)
     losses = train_model(model, data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
                          round_generator(config, round, "batches"))
     tr, te = evaluate(model, data.train), evaluate(model, data.test)
-    result = _record(config, model_name, round, model, tr, te, losses, time.perf_counter() - start,
-                     "reference")
+    va = evaluate(model, data.val) if data.val is not None else None
+    result = _record(config, model_name, round, model, tr, te, va, losses,
+                     time.perf_counter() - start, "reference")
     return model, data, result
 
 
@@ -249,7 +254,7 @@ def train_rounds(config: Config, model_name: str,
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
     source = cached_source(config.data, config.data_dir)
-    datas = [round_data(source, config.seed, r, config.pairs) for r in rounds]
+    datas = [round_data(source, config.seed, r, config.pairs, config.val_pairs) for r in rounds]
     models = [init_model(config, cls, r) for r in rounds]
     net, losses = train_stacked(models, [d.train for d in datas], config, lr_for(config, cls),
                                 aux_weight_for(config, cls),
@@ -257,13 +262,14 @@ def train_rounds(config: Config, model_name: str,
                                 [round_generator(config, r, "dropout") for r in rounds])
     train_err = evaluate_stacked(net, [d.train for d in datas])
     test_err = evaluate_stacked(net, [d.test for d in datas])
+    val_err = evaluate_stacked(net, [d.val for d in datas]) if config.val_pairs else [None] * len(rounds)
     # Rounds trained together finish together: each is charged an equal share of the time.
     seconds = (time.perf_counter() - start) / len(rounds)
     out = []
     for i, r in enumerate(rounds):
         model = unstack(net, i, models[i])
         out.append((model, datas[i], _record(config, model_name, r, model, train_err[i], test_err[i],
-                                             losses[i], seconds, "stacked")))
+                                             val_err[i], losses[i], seconds, "stacked")))
     return out
 
 
