@@ -146,6 +146,22 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep, sweep_rows, write_sweep
+
+    variants = load_sweep(args.sweep_file)
+    config = config_from(args, models=list(variants), rounds=args.rounds, variants=variants)
+    results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
+                             progress=not args.no_progress, command=sys.argv,
+                             save_checkpoints=args.save_checkpoints, stack=args.stack)
+    report, _ = write_report(args.out)
+    table = write_sweep(args.out, sweep_rows(results, variants))
+    if not config.val_pairs:
+        print("digitcmp: --val-pairs 0: no validation split, so no grid point is named best")
+    print(f"\nSweep ({args.out}/sweep.csv):\n\n{table}\nReport: {report}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import save_checkpoint
 
@@ -235,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="W", help="auxiliary-loss weights swept on the shared arm; 0 and 1 are "
                                      "the arms siamese and siamese_aux (default: %(default)s)")
     p.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("sweep", parents=[training_flags(), run_flags("runs/sweep")],
+                       help="train every point of a grid of training options (a TOML file) for "
+                            "N rounds; the best point is chosen on validation pairs")
+    p.add_argument("sweep_file", metavar="SWEEP.toml",
+                   help="[grid] table: model and training options, each a value or a list "
+                        "(see examples/sweep.toml)")
+    p.set_defaults(func=cmd_sweep, val_pairs=200)
 
     p = sub.add_parser("train", parents=[training_flags()],
                        help="train one model on one round's pairs and optionally save it")

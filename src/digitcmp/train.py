@@ -281,10 +281,13 @@ def run_rounds(config: Config, arm: str, rounds: list[int],
     A pure function of its arguments. With ``checkpoint_dir``, each round's trained model is also
     saved there as ``{arm}-r{round}.pt``.
     """
+    point = config.variants.get(arm)
     model_name, config = resolve(config, arm)
     out = train_rounds(config, model_name, rounds)
     for _, _, result in out:
         result["model"] = arm
+        if point is not None:
+            result["point"] = point
     if checkpoint_dir is not None:
         from .checkpoint import save_checkpoint
 
