@@ -76,16 +76,6 @@ def test_torn_last_line_is_dropped_and_malformed_line_named(tmp_path):
         read_rounds(path)
 
 
-def test_process_executor_matches_serial(tmp_path):
-    cfg = Config(**TINY, models=["baseline"], rounds=2)
-    tasks = [("baseline", [0]), ("baseline", [1])]
-    serial = {r["round"]: r for rs in experiment.execute(tasks, cfg) for r in rs}
-    proc = {r["round"]: r for rs in experiment.execute(tasks, cfg, "process", workers=2) for r in rs}
-    for r in (0, 1):
-        serial[r].pop("seconds"), proc[r].pop("seconds")
-        assert serial[r] == proc[r]
-
-
 def test_cli_reproduce_prints_table(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["reproduce", "--models", "baseline", "siamese_aux", "--rounds", "1", "--epochs",

@@ -19,8 +19,8 @@ def test_example_sweep_expands_to_its_grid():
 
 @pytest.mark.parametrize("text, message", [
     ("[grid]\nmodel = 'cnn'\nlearning_rate = [1]\n", "unknown option 'learning_rate'"),
-    ("[grid]\nmodel = 'cnn'\nlr = ['fast']\n", "[grid] lr must be numbers >= 0, got 'fast'"),
-    ("[grid]\nmodel = 'cnn'\nepochs = [2.5]\n", "[grid] epochs must be whole numbers >= 1"),
+    ("[grid]\nmodel = 'cnn'\nlr = ['fast']\n", "[grid] lr must be a number >= 0, got 'fast'"),
+    ("[grid]\nmodel = 'cnn'\nepochs = [2.5]\n", "[grid] epochs must be a whole number >= 1"),
     ("[grid]\nmodel = 'cnn'\nlr = []\n", "[grid] lr is an empty list"),
     ("[grid]\n", "[grid] is missing or empty"),
     ("title = 'x'\n[grid]\nmodel = 'cnn'\n", "unknown key 'title'"),

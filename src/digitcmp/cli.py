@@ -87,11 +87,15 @@ def run_flags(out: str) -> argparse.ArgumentParser:
     g.add_argument("--rounds", type=positive_int, default=15, help="(default: %(default)s)")
     g.add_argument("--out", default=out, metavar="DIR",
                    help="run directory; rerunning into it resumes (default: %(default)s)")
-    g.add_argument("--executor", choices=["serial", "process"], default="process",
-                   help="run rounds one after another, or in parallel processes "
-                        "(default: %(default)s)")
+    g.add_argument("--executor", choices=["serial", "process", "ray"], default="process",
+                   help="run rounds one after another, in parallel local processes, or on Ray "
+                        "(pip install 'digitcmp[ray]') (default: %(default)s)")
     g.add_argument("--workers", type=positive_int, default=None,
-                   help="processes for --executor process (default: cores / threads)")
+                   help="parallel trainings for --executor process or a local Ray "
+                        "(default: cores / threads)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join for --executor ray (default: $RAY_ADDRESS, else "
+                        "start a local Ray)")
     g.add_argument("--stack", type=positive_int, default=None, metavar="R",
                    help="rounds the stacked engine trains together (default: per model, as many "
                         "as keep a step's activations within 8 MiB: 10 for baseline, 1 for "
@@ -107,7 +111,7 @@ def config_from(args: argparse.Namespace, **extra) -> Config:
                   val_pairs=args.val_pairs, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                   aux_weight=args.aux_weight, seed=args.seed, threads=args.threads,
-                  engine=args.engine, **extra)
+                  engine=args.engine, plugins=list(args.plugin), **extra)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -117,18 +121,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_and_report(config: Config, args: argparse.Namespace) -> Path:
-    """Run config's missing rounds into args.out, then write its tables, figures and report."""
-    run_experiment(config, args.out, executor=args.executor, workers=args.workers,
-                   progress=not args.no_progress, command=sys.argv,
-                   save_checkpoints=args.save_checkpoints, stack=args.stack)
+def run_and_report(config: Config, args: argparse.Namespace) -> tuple[Path, list[dict]]:
+    """Run config's missing rounds into args.out, then write its tables, figures and report.
+    Returns the report's path and every round's result."""
+    results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
+                             progress=not args.no_progress, command=sys.argv,
+                             save_checkpoints=args.save_checkpoints, stack=args.stack,
+                             ray_address=args.ray_address)
     report, table = write_report(args.out)
     print(f"\nTable III ({args.out}):\n\n{table}")
-    return report
+    return report, results
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    report = run_and_report(config_from(args, models=args.models, rounds=args.rounds), args)
+    report, _ = run_and_report(config_from(args, models=args.models, rounds=args.rounds), args)
     print(f"Report: {report}")
     return 0
 
@@ -138,7 +144,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         raise RunError("--aux-weight: the ablation sets the aux weight per arm (0 or 1); "
                        "use --aux-weights for the sweep")
     config = ablation_config(config_from(args, rounds=args.rounds), args.aux_weights)
-    report = run_and_report(config, args)
+    report, _ = run_and_report(config, args)
     effects = Path(args.out) / "effects.md"
     if effects.exists():
         print(effects.read_text().split("\n\n", 1)[1])
@@ -151,10 +157,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     variants = load_sweep(args.sweep_file)
     config = config_from(args, models=list(variants), rounds=args.rounds, variants=variants)
-    results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
-                             progress=not args.no_progress, command=sys.argv,
-                             save_checkpoints=args.save_checkpoints, stack=args.stack)
-    report, _ = write_report(args.out)
+    report, results = run_and_report(config, args)
     table = write_sweep(args.out, sweep_rows(results, variants))
     if not config.val_pairs:
         print("digitcmp: --val-pairs 0: no validation split, so no grid point is named best")

@@ -22,7 +22,7 @@ from . import __version__
 from .files import atomic_write
 from .models import MODELS, get_model_class
 from .stacked import rounds_per_stack
-from .train import TUNABLE, Config, cached_source, resolve, run_rounds
+from .train import Config, cached_source, option_problem, resolve, run_rounds
 
 
 class RunError(Exception):
@@ -113,7 +113,8 @@ class RunDir:
 
 
 def execute(tasks: list[tuple[str, list[int]]], config: Config, executor: str = "serial",
-            workers: int | None = None, checkpoint_dir: str | None = None) -> Iterator[list[dict]]:
+            workers: int | None = None, checkpoint_dir: str | None = None,
+            ray_address: str | None = None, say: Callable = print) -> Iterator[list[dict]]:
     """Yield the ``run_rounds`` results of each (model, rounds) task as it finishes, in any order."""
     if executor == "serial":
         for model, rounds in tasks:
@@ -121,6 +122,7 @@ def execute(tasks: list[tuple[str, list[int]]], config: Config, executor: str = 
     elif executor == "process":
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         workers = workers or max(1, (os.cpu_count() or 1) // config.threads)
         # spawn, not fork: forking a process whose OpenMP pool is running can deadlock.
@@ -129,11 +131,67 @@ def execute(tasks: list[tuple[str, list[int]]], config: Config, executor: str = 
             try:
                 for fut in as_completed(futures):
                     yield fut.result()
+            except BrokenProcessPool:
+                raise RunError("a worker process died (killed, or out of memory?); finished rounds "
+                               "are saved: rerun the same command to resume") from None
             finally:
                 for fut in futures:
                     fut.cancel()
+    elif executor == "ray":
+        yield from execute_ray(tasks, config, workers, checkpoint_dir, ray_address, say=say)
     else:
-        raise RunError(f"unknown executor {executor!r}; choose serial or process")
+        raise RunError(f"unknown executor {executor!r}; choose serial, process or ray")
+
+
+def execute_ray(tasks: list[tuple[str, list[int]]], config: Config, workers: int | None,
+                checkpoint_dir: str | None, address: str | None, retries: int = 3,
+                say: Callable = print) -> Iterator[list[dict]]:
+    """``execute`` on Ray: join ``address`` (or $RAY_ADDRESS), else start a local Ray.
+
+    A task whose worker dies (killed, out of memory, node lost) is submitted again, up to
+    ``retries`` times, and each retry is said. The driver resubmits rather than leaving it to
+    Ray's own ``max_retries`` so that it can count and report them. Results only come back to
+    this driver, which alone writes the run directory.
+    """
+    try:
+        import ray
+        from ray.exceptions import NodeDiedError, OutOfMemoryError, WorkerCrashedError
+    except ImportError:
+        raise RunError("--executor ray needs Ray: pip install 'digitcmp[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        address = address or os.environ.get("RAY_ADDRESS")
+        # A local Ray gets --workers x threads CPUs (default: all cores); its workers get our
+        # sys.path, so --plugin modules in the working directory import there too.
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 num_cpus=None if address or not workers else workers * config.threads,
+                 runtime_env=None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
+    remote = ray.remote(run_rounds).options(num_cpus=config.threads, max_retries=0)
+    pending = {remote.remote(config, m, rounds, checkpoint_dir): (m, rounds, 0) for m, rounds in tasks}
+    retried = 0
+    try:
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            model, rounds, attempt = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except (WorkerCrashedError, NodeDiedError, OutOfMemoryError) as e:
+                if attempt >= retries:
+                    raise RunError(f"{model} rounds {rounds}: the worker died {attempt + 1} times; "
+                                   f"last: {type(e).__name__}") from None
+                retried += 1
+                say(f"digitcmp: the worker running {model} rounds {rounds} died "
+                    f"({type(e).__name__}); retry {attempt + 1} of {retries}")
+                pending[remote.remote(config, model, rounds, checkpoint_dir)] = (model, rounds, attempt + 1)
+                continue
+            yield result
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if retried:
+            say(f"digitcmp: {retried} task(s) retried after their worker died")
+        if started:
+            ray.shutdown()
 
 
 def check_arms(config: Config) -> None:
@@ -146,13 +204,9 @@ def check_arms(config: Config) -> None:
             raise RunError(f"variant {name!r}: 'model' must be one of {', '.join(MODELS)}, "
                            f"got {spec.get('model')!r}")
         for key, value in spec.items():
-            if key != "model" and key not in TUNABLE:
-                raise RunError(f"variant {name!r}: unknown option {key!r}; options: {', '.join(TUNABLE)}")
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if key in ("epochs", "batch_size") and not (number and isinstance(value, int) and value >= 1):
-                raise RunError(f"variant {name!r}: {key} must be a whole number >= 1, got {value!r}")
-            if key in ("lr", "weight_decay", "aux_weight") and not (number and value >= 0):
-                raise RunError(f"variant {name!r}: {key} must be a number >= 0, got {value!r}")
+            problem = option_problem(key, value) if key != "model" else None
+            if problem:
+                raise RunError(f"variant {name!r}: {problem}")
 
 
 def plan(config: Config, todo: list[tuple[str, int]],
@@ -181,7 +235,8 @@ def plan(config: Config, todo: list[tuple[str, int]],
 def run_experiment(config: Config, out: str | os.PathLike, executor: str = "serial",
                    workers: int | None = None, progress: bool = True,
                    command: Iterable[str] | None = None, say: Callable = print,
-                   save_checkpoints: bool = False, stack: int | None = None) -> list[dict]:
+                   save_checkpoints: bool = False, stack: int | None = None,
+                   ray_address: str | None = None) -> list[dict]:
     """Run every missing (model, round) of ``config`` into ``out`` and return all results.
 
     With ``save_checkpoints``, each round's model is saved as ``out/checkpoints/{model}-r{round}.pt``.
@@ -207,7 +262,8 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
     with tqdm(total=total, initial=total - len(tasks), unit="round", disable=not progress,
               dynamic_ncols=True) as bar:
         ckpt_dir = str(run.path / "checkpoints") if save_checkpoints else None
-        for finished in execute(plan(config, tasks, stack), config, executor, workers, ckpt_dir):
+        for finished in execute(plan(config, tasks, stack), config, executor, workers, ckpt_dir,
+                                ray_address, say):
             for res in finished:
                 run.append(res)
                 results.append(res)

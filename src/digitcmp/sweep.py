@@ -26,32 +26,17 @@ from .experiment import RunError
 from .files import atomic_write
 from .models import MODELS
 from .stats import mean_std
-from .train import TUNABLE
+from .train import option_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-INTEGER = ("epochs", "batch_size")
-
-
 def point_name(point: dict) -> str:
     """A grid point's arm name, e.g. ``siamese_aux@aux_weight=3,lr=0.001``."""
     opts = ",".join(f"{k}={v:g}" for k, v in point.items() if k != "model")
     return f"{point['model']}@{opts}" if opts else point["model"]
-
-
-def _check_value(where: str, key: str, value) -> None:
-    if key == "model":
-        if value not in MODELS:
-            raise RunError(f"{where} model {value!r} is not registered; known: {', '.join(MODELS)}")
-        return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if key in INTEGER and not (number and isinstance(value, int) and value >= 1):
-        raise RunError(f"{where} {key} must be whole numbers >= 1, got {value!r}")
-    if not (number and value >= 0 and not math.isinf(value)):
-        raise RunError(f"{where} {key} must be numbers >= 0, got {value!r}")
 
 
 def load_sweep(path: str | os.PathLike) -> dict[str, dict]:
@@ -73,14 +58,16 @@ def load_sweep(path: str | os.PathLike) -> dict[str, dict]:
         raise RunError(f"{path}: [grid] needs model (a name or a list of names)")
     axes = {}
     for key, values in grid.items():
-        if key != "model" and key not in TUNABLE:
-            raise RunError(f"{path}: [grid] unknown option {key!r}; options: model, {', '.join(TUNABLE)}")
         values = values if isinstance(values, list) else [values]
         if not values:
             raise RunError(f"{path}: [grid] {key} is an empty list")
         for v in values:
-            _check_value(f"{path}: [grid]", key, v)
-        axes[key] = [float(v) if key not in INTEGER and key != "model" else v for v in values]
+            if key == "model" and v not in MODELS:
+                raise RunError(f"{path}: [grid] model {v!r} is not registered; known: {', '.join(MODELS)}")
+            problem = option_problem(key, v) if key != "model" else None
+            if problem:
+                raise RunError(f"{path}: [grid] {problem}")
+        axes[key] = [float(v) if key in ("lr", "weight_decay", "aux_weight") else v for v in values]
     points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     variants = {point_name(p): p for p in points}
     if len(variants) < len(points):

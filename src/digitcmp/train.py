@@ -7,6 +7,8 @@ machine and thread count), so any executor can map it over (model, rounds) tasks
 from __future__ import annotations
 
 import functools
+import importlib
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,6 +42,8 @@ class Config:
     # the thread count can change float summation order, hence the last digits of results.
     engine: str = "stacked"  # "stacked": a model's rounds trained as one network (stacked.py);
     # "reference": one plain training loop per round. Same protocol; dropout masks drawn differently.
+    plugins: list[str] = field(default_factory=list)  # modules that register models (--plugin);
+    # every worker imports them before building a model, so user models run on any executor.
     variants: dict[str, dict] = field(default_factory=dict)  # named arms that ``models`` may list
     # besides registered models: name -> {"model": registered name, option: value, ...}, where
     # each option (one of TUNABLE) overrides this config for that arm, e.g. an aux-weight sweep.
@@ -53,6 +57,19 @@ class Config:
 
 
 TUNABLE = ("lr", "weight_decay", "aux_weight", "epochs", "batch_size")
+
+
+def option_problem(key: str, value) -> str | None:
+    """Why ``value`` cannot be the value of training option ``key`` of an arm, or None if it can."""
+    if key not in TUNABLE:
+        return f"unknown option {key!r}; options: {', '.join(TUNABLE)}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if key in ("epochs", "batch_size"):
+        if not (number and isinstance(value, int) and value >= 1):
+            return f"{key} must be a whole number >= 1, got {value!r}"
+    elif not (number and 0 <= value < math.inf):
+        return f"{key} must be a number >= 0, got {value!r}"
+    return None
 
 
 def resolve(config: Config, arm: str) -> tuple[str, Config]:
@@ -281,6 +298,8 @@ def run_rounds(config: Config, arm: str, rounds: list[int],
     A pure function of its arguments. With ``checkpoint_dir``, each round's trained model is also
     saved there as ``{arm}-r{round}.pt``.
     """
+    for module in config.plugins:  # a fresh worker process has only the built-in models
+        importlib.import_module(module)
     point = config.variants.get(arm)
     model_name, config = resolve(config, arm)
     out = train_rounds(config, model_name, rounds)
