@@ -108,6 +108,12 @@ def digit_branch(hidden: int = 120) -> nn.Sequential:
     )
 
 
+def compare_digits(compare: nn.Linear, digits: torch.Tensor) -> torch.Tensor:
+    """Target logits [0, s] from s = compare(z_a - z_b), the head of model 3 and its ablation arms."""
+    s = compare(digits[:, 0] - digits[:, 1]).squeeze(1)
+    return torch.stack((torch.zeros_like(s), s), 1)
+
+
 @register("siamese_aux")
 class SiameseAux(PairModel):
     """The study's model 3: one digit branch shared by both digits, comparison from z_a - z_b."""
@@ -126,8 +132,7 @@ class SiameseAux(PairModel):
         n = x.shape[0]
         # Both digits through the same weights in one batch of 2N images.
         digits = self.branch(x.reshape(2 * n, 1, 14, 14)).view(n, 2, 10)
-        s = self.compare(digits[:, 0] - digits[:, 1]).squeeze(1)
-        return torch.stack((torch.zeros_like(s), s), 1), digits
+        return compare_digits(self.compare, digits), digits
 
 
 # The ablation arms (``digitcmp ablation``): a 2 x 2 design, weight sharing x auxiliary loss, in
@@ -166,8 +171,7 @@ class SeparateAux(PairModel):
 
     def forward(self, x):
         digits = torch.stack((self.branch_a(x[:, :1]), self.branch_b(x[:, 1:])), 1)
-        s = self.compare(digits[:, 0] - digits[:, 1]).squeeze(1)
-        return torch.stack((torch.zeros_like(s), s), 1), digits
+        return compare_digits(self.compare, digits), digits
 
 
 @register("separate")
