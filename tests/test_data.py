@@ -101,6 +101,21 @@ def test_auto_prefers_local_mnist(fake_mnist):
     assert data.load_source("auto", fake_mnist).name == "mnist"
 
 
+def test_test_dir_replaces_the_test_pool(fake_mnist, tmp_path):
+    (fake_mnist / "train-images-idx3-ubyte.gz").rename(tmp_path / "elsewhere.gz")  # t10k alone
+    src = data.load_source("embedded", test_dir=fake_mnist)
+    assert src.name == "embedded" and src.train_x.shape == (5000, 14, 14)
+    assert src.test_x.shape == (40, 14, 14) and src.test_location == str(fake_mnist.resolve())
+    assert src.info()["test_location"] == str(fake_mnist.resolve())
+    assert str(fake_mnist.resolve()) in src.describe()
+    d = round_data(src, 0, 0, n_pairs=20)  # test pairs now come from the t10k digits
+    raw = (d.test.input * d.std + d.mean).flatten(0, 1)
+    assert all(torch.isclose(src.test_x, digit, atol=1e-3).all((1, 2)).any() for digit in raw)
+    (fake_mnist / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="missing MNIST test file.*t10k-labels-idx1-ubyte"):
+        data.load_source("embedded", test_dir=fake_mnist)
+
+
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DIGITCMP_CACHE", str(tmp_path))
     assert data.cache_dir() == tmp_path

@@ -17,7 +17,7 @@ from .experiment import RunError, run_experiment
 from .files import atomic_write
 from .models import MODELS, count_params
 from .report import write_report
-from .train import Config, cached_source, train_rounds
+from .train import Config, source_for, train_rounds
 
 STUDY_MODELS = ["baseline", "cnn", "siamese_aux"]
 
@@ -53,6 +53,9 @@ def training_flags() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=d.data_dir, metavar="DIR",
                    help="directory with the MNIST IDX files (default: the cache dir, "
                         "$DIGITCMP_CACHE/mnist or the platform's user cache)")
+    g.add_argument("--test-dir", default=d.test_dir, metavar="DIR",
+                   help="draw the test pairs from the MNIST test split (the t10k IDX files) in "
+                        "DIR instead of the source's own test pool (default: the source's)")
     g.add_argument("--pairs", type=positive_int, default=d.pairs,
                    help="train pairs and test pairs per round (default: %(default)s)")
     g.add_argument("--val-pairs", type=int, default=d.val_pairs, metavar="N",
@@ -107,7 +110,7 @@ def run_flags(out: str) -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace, **extra) -> Config:
-    return Config(data=args.data, data_dir=args.data_dir, pairs=args.pairs,
+    return Config(data=args.data, data_dir=args.data_dir, test_dir=args.test_dir, pairs=args.pairs,
                   val_pairs=args.val_pairs, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                   aux_weight=args.aux_weight, seed=args.seed, threads=args.threads,
@@ -171,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model not in MODELS:
         raise RunError(f"unknown model {args.model!r}; known: {', '.join(MODELS)}")
     config = config_from(args, models=[args.model], rounds=1)
-    source = cached_source(config.data, config.data_dir)
+    source = source_for(config)
     print(f"digitcmp: data source: {source.describe()}")
     [(model, data, result)] = train_rounds(config, args.model, [args.round])
     print(f"{args.model}: train error {100 * result['train_error']:.2f} %, "

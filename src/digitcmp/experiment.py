@@ -22,7 +22,7 @@ from . import __version__
 from .files import atomic_write
 from .models import MODELS, get_model_class
 from .stacked import rounds_per_stack
-from .train import Config, cached_source, option_problem, resolve, run_rounds
+from .train import Config, option_problem, resolve, run_rounds, source_for
 
 
 class RunError(Exception):
@@ -243,10 +243,11 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
     ``stack`` overrides how many rounds the stacked engine trains together (see ``plan``).
     """
     check_arms(config)
-    source = cached_source(config.data, config.data_dir)
+    source = source_for(config)
     # Workers must load exactly this source, not re-run the auto fallback on their own machine.
     config.data = source.name
     config.data_dir = source.location if source.name == "mnist" else None
+    config.test_dir = source.test_location
     say(f"digitcmp: data source: {source.describe()}")
     run = RunDir(out)
     record = {"config": config.to_dict(), "source": source.info(), "versions": versions(),

@@ -181,3 +181,6 @@ class Separate(SeparateAux):
     label = "Separate, no aux"
     description = "ablation: separate_aux trained without the digit loss (no sharing, no aux)"
     default_aux_weight = 0.0
+
+
+from . import sota  # noqa: E402, F401  (registers our own models, probcmp and probcmp_small)

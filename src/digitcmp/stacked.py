@@ -21,7 +21,8 @@ dropout masks, BatchNorm statistics and optimiser state; what differs from the r
 is float summation order and which random numbers the dropout masks are made of.
 
 A model stacks if every module with parameters or buffers is one of the layers above (true of
-every built-in model); ``stackable`` says whether a model does.
+the study's models and the ablation arms) and it has no training recipe of its own;
+``stackable`` says whether a model does.
 """
 
 from __future__ import annotations
@@ -143,7 +144,10 @@ _STACKED = {nn.Linear: StackedLinear, nn.Conv2d: StackedConv2d,
 
 
 def stackable(model: nn.Module) -> bool:
-    """Whether every module holding parameters or buffers is a layer this engine can stack."""
+    """Whether every module holding parameters or buffers is a layer this engine can stack, and
+    the model trains with the plain loop (a model with its own recipe, ``fit``, trains alone)."""
+    if hasattr(model, "fit"):
+        return False
     for m in model.modules():
         own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
         if own and type(m) not in _STACKED:

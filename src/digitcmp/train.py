@@ -31,6 +31,7 @@ class Config:
     seed: int = 0
     data: str = "auto"
     data_dir: str | None = None
+    test_dir: str | None = None  # take test pairs from the MNIST test split (t10k files) here
     pairs: int = 1000
     val_pairs: int = 0  # training pairs held out as a validation split (trained on: pairs - val_pairs)
     epochs: int = 25
@@ -205,9 +206,14 @@ def evaluate_stacked(net: nn.Module, splits: list[Pairs], chunk: int = 250) -> l
 
 
 @functools.lru_cache(maxsize=4)
-def cached_source(data: str, data_dir: str | None) -> Source:
+def cached_source(data: str, data_dir: str | None, test_dir: str | None = None) -> Source:
     """Load a source once per process: every round of a run reuses it."""
-    return load_source(data, data_dir)
+    return load_source(data, data_dir, test_dir)
+
+
+def source_for(config: Config) -> Source:
+    """The digits ``config`` draws its pairs from (loaded once per process)."""
+    return cached_source(config.data, config.data_dir, config.test_dir)
 
 
 def _record(config: Config, model_name: str, round: int, model: nn.Module, tr: dict, te: dict,
@@ -246,12 +252,13 @@ def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module,
     the data and the result record."""
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    data = round_data(cached_source(config.data, config.data_dir), config.seed, round, config.pairs,
-                      config.val_pairs)
+    data = round_data(source_for(config), config.seed, round, config.pairs, config.val_pairs)
     cls = get_model_class(model_name)
     model = init_model(config, cls, round)
-    losses = train_model(model, data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
-                         round_generator(config, round, "batches"))
+    # A model with its own training recipe (``fit``, same arguments) uses it instead of the plain loop.
+    fit = model.fit if hasattr(model, "fit") else functools.partial(train_model, model)
+    losses = fit(data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
+                 round_generator(config, round, "batches"))
     tr, te = evaluate(model, data.train), evaluate(model, data.test)
     va = evaluate(model, data.val) if data.val is not None else None
     result = _record(config, model_name, round, model, tr, te, va, losses,
@@ -270,7 +277,7 @@ def train_rounds(config: Config, model_name: str,
         return [train_round(config, model_name, r) for r in rounds]
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    source = cached_source(config.data, config.data_dir)
+    source = source_for(config)
     datas = [round_data(source, config.seed, r, config.pairs, config.val_pairs) for r in rounds]
     models = [init_model(config, cls, r) for r in rounds]
     net, losses = train_stacked(models, [d.train for d in datas], config, lr_for(config, cls),
@@ -313,7 +320,7 @@ def run_rounds(config: Config, arm: str, rounds: list[int],
         for model, data, result in out:
             save_checkpoint(Path(checkpoint_dir) / f"{arm}-r{result['round']}.pt", model,
                             model_name, config=config.to_dict(),
-                            source=cached_source(config.data, config.data_dir).info(),
+                            source=source_for(config).info(),
                             mean=data.mean, std=data.std, round=result["round"],
                             metrics={k: v for k, v in result.items() if k.endswith("error")})
     return [result for _, _, result in out]

@@ -1,0 +1,71 @@
+"""Test error of a model under issue 5's rules, for comparing against published numbers.
+
+    python benchmarks/accuracy.py [--model probcmp] [--rounds 15] [--out DIR]
+
+Rules (the same for every model): each round draws 1000 training pairs (2000 labelled digits)
+from the data source's training digits and 1000 test pairs from the real MNIST test split
+(``--test-dir``, default ../shared/mnist-t10k beside the repository; without it, the source's own
+test pool); nothing else is learned from. Choose hyperparameters with ``--val-pairs N`` (a
+validation split carved from the training pairs; its error is printed), never on the test error.
+
+Prints one line per round, mean +- std test error, digit accuracy, median seconds per round
+(each round's own training time, rounds running in parallel on the process executor's workers)
+and, last, ``test_error_mean=<percent>``. Targets (issue 5): probcmp <= 0.80 % at <= 90 s a round;
+probcmp_small <= 2.0 %.
+"""
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from digitcmp.experiment import run_experiment
+from digitcmp.train import Config
+
+T10K = Path(__file__).resolve().parents[2] / "shared" / "mnist-t10k"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    d = Config()
+    p.add_argument("--model", default="probcmp", help="(default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=15, help="(default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="(default: %(default)s)")
+    p.add_argument("--val-pairs", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    p.add_argument("--data", default="auto", help="training digits' source (default: %(default)s)")
+    p.add_argument("--test-dir", default=str(T10K), help="MNIST t10k files (default: %(default)s)")
+    p.add_argument("--executor", default="process", choices=["serial", "process"])
+    p.add_argument("--out", default=None, help="run directory, resumable (default: a temporary one)")
+    args = p.parse_args()
+
+    test_dir = args.test_dir if Path(args.test_dir).is_dir() else None
+    if test_dir is None:
+        print(f"no MNIST test split in {args.test_dir}: testing on the source's own test pool")
+    config = Config(models=[args.model], rounds=args.rounds, epochs=args.epochs, seed=args.seed,
+                    data=args.data, test_dir=test_dir, val_pairs=args.val_pairs)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_experiment(config, args.out or tmp, executor=args.executor, progress=False)
+    results.sort(key=lambda r: r["round"])
+    for r in results:
+        val = f", val {100 * r['val_error']:.2f} %" if "val_error" in r else ""
+        digits = f", digits {100 * r['test_digit_error']:.2f} %" if "test_digit_error" in r else ""
+        print(f"round {r['round']:2d}: test {100 * r['test_error']:.2f} %{digits}{val}, "
+              f"train {100 * r['train_error']:.2f} %, {r['seconds']:.0f} s")
+
+    def mean_std(key: str) -> str:
+        xs = [100 * r[key] for r in results]
+        return f"{statistics.mean(xs):.2f} +- {statistics.stdev(xs) if len(xs) > 1 else 0:.2f} %"
+
+    print(f"{args.model}, {len(results)} rounds: test error {mean_std('test_error')}")
+    if "val_error" in results[0]:
+        print(f"validation error {mean_std('val_error')}")
+    if "test_digit_error" in results[0]:
+        acc = statistics.mean(1 - r["test_digit_error"] for r in results)
+        print(f"test digit accuracy {100 * acc:.2f} %")
+    print(f"median seconds per round: {statistics.median(r['seconds'] for r in results):.1f}")
+    print(f"test_error_mean={statistics.mean(100 * r['test_error'] for r in results):.2f}")
+
+
+if __name__ == "__main__":
+    main()
