@@ -15,6 +15,7 @@ probcmp_small <= 2.0 %.
 """
 
 import argparse
+import importlib
 import statistics
 import tempfile
 from pathlib import Path
@@ -37,13 +38,17 @@ def main() -> None:
     p.add_argument("--test-dir", default=str(T10K), help="MNIST t10k files (default: %(default)s)")
     p.add_argument("--executor", default="process", choices=["serial", "process"])
     p.add_argument("--out", default=None, help="run directory, resumable (default: a temporary one)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (registers models), e.g. probcmp_ingredients")
     args = p.parse_args()
+    for module in args.plugin:
+        importlib.import_module(module)
 
     test_dir = args.test_dir if Path(args.test_dir).is_dir() else None
     if test_dir is None:
         print(f"no MNIST test split in {args.test_dir}: testing on the source's own test pool")
     config = Config(models=[args.model], rounds=args.rounds, epochs=args.epochs, seed=args.seed,
-                    data=args.data, test_dir=test_dir, val_pairs=args.val_pairs)
+                    data=args.data, test_dir=test_dir, val_pairs=args.val_pairs, plugins=args.plugin)
     with tempfile.TemporaryDirectory() as tmp:
         results = run_experiment(config, args.out or tmp, executor=args.executor, progress=False)
     results.sort(key=lambda r: r["round"])

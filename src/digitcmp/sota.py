@@ -92,7 +92,12 @@ class ProbCmpBase(PairModel):
 
     members = 1
     width = 32
+    # The recipe's ingredients, switchable so that each one's contribution can be measured
+    # (benchmarks/probcmp_ingredients.py registers a model without each).
+    jitter = True  # random affine jitter of the training digits
+    pair_loss = True  # the comparison's cross-entropy on re-paired digits, beside the digit loss
     label_smoothing = 0.1
+    one_cycle = True  # one-cycle learning rate (peak lr); else a constant lr
     default_lr = 4e-3  # peak of the one-cycle schedule
     default_aux_weight = 1.0  # weight of the digit loss; the pair loss has weight 1
 
@@ -116,23 +121,26 @@ class ProbCmpBase(PairModel):
         losses = torch.zeros(config.epochs, dtype=torch.float64)
         for net in self.nets:
             opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=config.epochs * steps)
+            sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=config.epochs * steps)
+                     if self.one_cycle else None)
             net.train()
             for epoch in range(config.epochs):
-                pairs = repair(jitter(digits, gen), classes, gen)
+                pairs = repair(jitter(digits, gen) if self.jitter else digits, classes, gen)
                 for i in range(0, len(pairs), config.batch_size):
                     x, t, c = (v[i:i + config.batch_size] for v in (pairs.input, pairs.target, pairs.classes))
                     if len(t) < 2:  # BatchNorm cannot train on a batch of one
                         continue
                     logits = net(x.reshape(-1, 1, *x.shape[2:]))
-                    probs = F.softmax(logits, 1).view(-1, 2, 10)
-                    loss = F.nll_loss(comparison_logits(p_leq(probs[:, 0], probs[:, 1])), t)
-                    loss = loss + aux_weight * 2 * F.cross_entropy(
-                        logits, c.flatten(), label_smoothing=self.label_smoothing)
+                    loss = aux_weight * 2 * F.cross_entropy(logits, c.flatten(),
+                                                            label_smoothing=self.label_smoothing)
+                    if self.pair_loss:
+                        probs = F.softmax(logits, 1).view(-1, 2, 10)
+                        loss = loss + F.nll_loss(comparison_logits(p_leq(probs[:, 0], probs[:, 1])), t)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    sched.step()
+                    if sched is not None:
+                        sched.step()
                     losses[epoch] += loss.item() * len(t) / len(pairs) / self.members
         return losses.tolist()
 
