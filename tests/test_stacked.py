@@ -78,4 +78,6 @@ def test_models_with_other_layers_fall_back_to_the_reference_loop():
         def forward(self, x):
             return self.fc(x.flatten(1)) * self.scale, None
 
-    assert not stackable(Odd()) and all(stackable(c()) for c in MODELS.values())
+    assert not stackable(Odd())
+    # Every model stacks but those with their own training recipe (probcmp), which train alone.
+    assert {name for name, c in MODELS.items() if not stackable(c())} == {"probcmp", "probcmp_small"}
