@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from digitcmp.experiment import run_experiment
+from digitcmp.stats import mean_std
 from digitcmp.train import Config
 
 T10K = Path(__file__).resolve().parents[2] / "shared" / "mnist-t10k"
@@ -58,13 +59,13 @@ def main() -> None:
         print(f"round {r['round']:2d}: test {100 * r['test_error']:.2f} %{digits}{val}, "
               f"train {100 * r['train_error']:.2f} %, {r['seconds']:.0f} s")
 
-    def mean_std(key: str) -> str:
-        xs = [100 * r[key] for r in results]
-        return f"{statistics.mean(xs):.2f} +- {statistics.stdev(xs) if len(xs) > 1 else 0:.2f} %"
+    def percent(key: str) -> str:
+        mean, std = mean_std([100 * r[key] for r in results])
+        return f"{mean:.2f} +- {std:.2f} %"
 
-    print(f"{args.model}, {len(results)} rounds: test error {mean_std('test_error')}")
+    print(f"{args.model}, {len(results)} rounds: test error {percent('test_error')}")
     if "val_error" in results[0]:
-        print(f"validation error {mean_std('val_error')}")
+        print(f"validation error {percent('val_error')}")
     if "test_digit_error" in results[0]:
         acc = statistics.mean(1 - r["test_digit_error"] for r in results)
         print(f"test digit accuracy {100 * acc:.2f} %")

@@ -9,7 +9,7 @@ Every variant is ``probcmp_small`` with one switch of ``sota.ProbCmpBase`` turne
 from digitcmp.models import register
 from digitcmp.sota import ProbCmpSmall
 
-OFF = {"no_jitter": {"jitter": False}, "no_pair_loss": {"pair_loss": False},
+OFF = {"no_jitter": {"use_jitter": False}, "no_pair_loss": {"pair_loss": False},
        "no_smoothing": {"label_smoothing": 0.0}, "no_one_cycle": {"one_cycle": False}}
 
 for suffix, switches in OFF.items():

@@ -42,6 +42,11 @@ def comparison_logits(p: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return torch.stack((torch.log1p(-p), torch.log(p)), 1)
 
 
+def compare(probs: torch.Tensor) -> torch.Tensor:
+    """Target logits of N pairs from their digit distributions (N x 2 x 10)."""
+    return comparison_logits(p_leq(probs[:, 0], probs[:, 1]))
+
+
 def jitter(x: torch.Tensor, gen: torch.Generator, rotate: float = 12.0, scale: float = 0.1,
            shear: float = 0.15, shift: float = 1.4) -> torch.Tensor:
     """Each image of ``x`` (N x 1 x H x W) under its own random affine map: a rotation up to
@@ -94,7 +99,7 @@ class ProbCmpBase(PairModel):
     width = 32
     # The recipe's ingredients, switchable so that each one's contribution can be measured
     # (benchmarks/probcmp_ingredients.py registers a model without each).
-    jitter = True  # random affine jitter of the training digits
+    use_jitter = True  # random affine jitter of the training digits
     pair_loss = True  # the comparison's cross-entropy on re-paired digits, beside the digit loss
     label_smoothing = 0.1
     one_cycle = True  # one-cycle learning rate (peak lr); else a constant lr
@@ -110,7 +115,7 @@ class ProbCmpBase(PairModel):
         digits = x.reshape(2 * n, 1, *x.shape[2:])
         probs = torch.stack([F.softmax(net(digits), 1) for net in self.nets]).mean(0).view(n, 2, 10)
         # Log-probabilities as digit logits: softmax gives back the ensemble's distribution.
-        return comparison_logits(p_leq(probs[:, 0], probs[:, 1])), probs.clamp_min(1e-12).log()
+        return compare(probs), probs.clamp_min(1e-12).log()
 
     def fit(self, train: Pairs, config, lr: float, aux_weight: float, gen: torch.Generator) -> list[float]:
         """The recipe (used instead of the plain loop): each member for ``config.epochs`` epochs
@@ -125,7 +130,7 @@ class ProbCmpBase(PairModel):
                      if self.one_cycle else None)
             net.train()
             for epoch in range(config.epochs):
-                pairs = repair(jitter(digits, gen) if self.jitter else digits, classes, gen)
+                pairs = repair(jitter(digits, gen) if self.use_jitter else digits, classes, gen)
                 for i in range(0, len(pairs), config.batch_size):
                     x, t, c = (v[i:i + config.batch_size] for v in (pairs.input, pairs.target, pairs.classes))
                     if len(t) < 2:  # BatchNorm cannot train on a batch of one
@@ -134,8 +139,7 @@ class ProbCmpBase(PairModel):
                     loss = aux_weight * 2 * F.cross_entropy(logits, c.flatten(),
                                                             label_smoothing=self.label_smoothing)
                     if self.pair_loss:
-                        probs = F.softmax(logits, 1).view(-1, 2, 10)
-                        loss = loss + F.nll_loss(comparison_logits(p_leq(probs[:, 0], probs[:, 1])), t)
+                        loss = loss + F.nll_loss(compare(F.softmax(logits, 1).view(-1, 2, 10)), t)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
