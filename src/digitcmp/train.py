@@ -141,6 +141,12 @@ def train_model(model: nn.Module, train: Pairs, config: Config, lr: float, aux_w
     return losses
 
 
+def recipe(model: nn.Module):
+    """How ``model`` trains: its own recipe (a ``fit`` method, ``train_model``'s other arguments)
+    when it has one, else the plain loop ``train_model``."""
+    return model.fit if hasattr(model, "fit") else functools.partial(train_model, model)
+
+
 def train_stacked(models: list[nn.Module], train: list[Pairs], config: Config, lr: float,
                   aux_weight: float, batch_gens: list[torch.Generator],
                   dropout_gens: list[torch.Generator]) -> tuple[nn.Module, list[list[float]]]:
@@ -255,9 +261,7 @@ def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module,
     data = round_data(source_for(config), config.seed, round, config.pairs, config.val_pairs)
     cls = get_model_class(model_name)
     model = init_model(config, cls, round)
-    # A model with its own training recipe (``fit``, same arguments) uses it instead of the plain loop.
-    fit = model.fit if hasattr(model, "fit") else functools.partial(train_model, model)
-    losses = fit(data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
+    losses = recipe(model)(data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
                  round_generator(config, round, "batches"))
     tr, te = evaluate(model, data.train), evaluate(model, data.test)
     va = evaluate(model, data.val) if data.val is not None else None
