@@ -94,7 +94,9 @@ def fig_loss_convergence(groups, col):
         ax.fill_between(epochs, mean - std, mean + std, color=col[m], alpha=0.2, linewidth=0)
     ax.set(xlabel="epoch", ylabel="training loss (mean over the epoch)",
            title="Convergence of the training loss")
-    ax.legend(fontsize=8)
+    # Losses fall from the upper left, so the upper right is free; loc="best" would search the
+    # shaded bands' many vertices, which matplotlib warns is slow.
+    ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
