@@ -47,7 +47,7 @@ def main() -> None:
         model = init_model(config, cls, 0)
         start = time.perf_counter()
         recipe(model)(data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
-            round_generator(config, 0, "batches"))
+                      round_generator(config, 0, "batches"))
         epoch.append(time.perf_counter() - start)
         start = time.perf_counter()
         evaluate(model, data.train), evaluate(model, data.test)

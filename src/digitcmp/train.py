@@ -262,7 +262,7 @@ def train_round(config: Config, model_name: str, round: int) -> tuple[nn.Module,
     cls = get_model_class(model_name)
     model = init_model(config, cls, round)
     losses = recipe(model)(data.train, config, lr_for(config, cls), aux_weight_for(config, cls),
-                 round_generator(config, round, "batches"))
+                           round_generator(config, round, "batches"))
     tr, te = evaluate(model, data.train), evaluate(model, data.test)
     va = evaluate(model, data.val) if data.val is not None else None
     result = _record(config, model_name, round, model, tr, te, va, losses,
