@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import types
 
 import pytest
 
@@ -18,12 +19,10 @@ def local_ray(tmp_path_factory):
     """One local Ray (2 CPUs) for the module, which executors join instead of starting their own.
     Yields the path whose absence tells crash_plugin's model to kill its worker."""
     ray = pytest.importorskip("ray")
-    # A busy 2-core machine can take more than Ray's default minute to start its raylet.
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
     marker = tmp_path_factory.mktemp("ray") / "died"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path),
-                                       "DIGITCMP_TEST_MARKER": str(marker)}})
+    experiment.init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path),
+                                                  "DIGITCMP_TEST_MARKER": str(marker)}})
     yield marker
     ray.shutdown()
 
@@ -75,3 +74,21 @@ def test_ray_missing_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(experiment.RunError, match=r"pip install 'digitcmp\[ray\]'"):
         list(experiment.execute([("baseline", [0])], Config(**TINY), "ray"))
+
+
+def test_a_failed_ray_start_is_tried_again_then_a_clear_error(monkeypatch):
+    calls = []
+
+    def init(address=None, **kwargs):
+        calls.append(address)
+        raise Exception("The current node timed out during startup.")
+
+    fake = types.SimpleNamespace(init=init, shutdown=lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with pytest.raises(experiment.RunError, match=r"start a local Ray \(2 tries\): The current node"):
+        experiment.init_ray()
+    assert calls == [None, None]
+    calls.clear()
+    with pytest.raises(experiment.RunError, match="join Ray at head:6379"):
+        experiment.init_ray("head:6379")
+    assert calls == ["head:6379"]  # a wrong address is not retried

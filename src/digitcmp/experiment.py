@@ -163,7 +163,7 @@ def execute_ray(tasks: list[tuple[str, list[int]]], config: Config, workers: int
         address = address or os.environ.get("RAY_ADDRESS")
         # A local Ray gets --workers x threads CPUs (default: all cores); its workers get our
         # sys.path, so --plugin modules in the working directory import there too.
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+        init_ray(address=address, include_dashboard=False, log_to_driver=False,
                  num_cpus=None if address or not workers else workers * config.threads,
                  runtime_env=None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
     remote = ray.remote(run_rounds).options(num_cpus=config.threads, max_retries=0)
@@ -192,6 +192,26 @@ def execute_ray(tasks: list[tuple[str, list[int]]], config: Config, workers: int
             say(f"digitcmp: {retried} task(s) retried after their worker died")
         if started:
             ray.shutdown()
+
+
+def init_ray(address: str | None = None, attempts: int = 2, **kwargs) -> None:
+    """``ray.init``, tried ``attempts`` times when it starts a local Ray; a RunError if it fails.
+
+    Ray gives a new local node a fixed 30 s to register its raylet, which a busy or throttled
+    machine can miss on a cold start; the next start, with Ray's files in the page cache, is
+    faster. Joining a cluster at ``address`` is tried once: a wrong address does not heal.
+    """
+    import ray
+
+    for _ in range(1 if address else attempts):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except Exception as e:  # Ray raises bare Exception/ConnectionError for a failed start
+            ray.shutdown()
+            error = e
+    where = f"join Ray at {address}" if address else f"start a local Ray ({attempts} tries)"
+    raise RunError(f"could not {where}: {error}") from None
 
 
 def check_arms(config: Config) -> None:
