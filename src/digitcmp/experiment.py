@@ -194,24 +194,24 @@ def execute_ray(tasks: list[tuple[str, list[int]]], config: Config, workers: int
             ray.shutdown()
 
 
-def init_ray(address: str | None = None, attempts: int = 2, **kwargs) -> None:
-    """``ray.init``, tried ``attempts`` times when it starts a local Ray; a RunError if it fails.
+def init_ray(address: str | None = None, **kwargs) -> None:
+    """``ray.init`` that turns a failed start or join into a RunError naming what failed.
 
     Ray gives a new local node a fixed 30 s to register its raylet, which a busy or throttled
-    machine can miss on a cold start; the next start, with Ray's files in the page cache, is
-    faster. Joining a cluster at ``address`` is tried once: a wrong address does not heal.
+    machine can miss (a second try right after failed too, so there is no retry here); the
+    message then says how to start Ray once and join it.
     """
     import ray
 
-    for _ in range(1 if address else attempts):
-        try:
-            ray.init(address=address, **kwargs)
-            return
-        except Exception as e:  # Ray raises bare Exception/ConnectionError for a failed start
-            ray.shutdown()
-            error = e
-    where = f"join Ray at {address}" if address else f"start a local Ray ({attempts} tries)"
-    raise RunError(f"could not {where}: {error}") from None
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as e:  # Ray raises bare Exception/ConnectionError for a failed start
+        ray.shutdown()
+        if address:
+            raise RunError(f"could not join Ray at {address}: {e}") from None
+        raise RunError(f"could not start a local Ray ({e}). On a busy machine, start Ray once on "
+                       "its own ('ray start --head', again if it times out) and pass --ray-address "
+                       "auto to every run") from None
 
 
 def check_arms(config: Config) -> None:
