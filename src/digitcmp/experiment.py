@@ -197,12 +197,17 @@ def execute_ray(tasks: list[tuple[str, list[int]]], config: Config, workers: int
 def init_ray(address: str | None = None, **kwargs) -> None:
     """``ray.init`` that turns a failed start or join into a RunError naming what failed.
 
-    Ray gives a new local node a fixed 30 s to register its raylet, which a busy or throttled
-    machine can miss (a second try right after failed too, so there is no retry here); the
-    message then says how to start Ray once and join it.
+    A local start is the fragile part on a slow machine: the raylet waits for its dashboard agent
+    (a Python process that takes ~15 s to import Ray's modules on a slow 2-core VM) to write its
+    port files, and by default gives up after 15 s and aborts, so the node never registers. A
+    longer ``agent_register_timeout_ms`` lets it wait; Ray's own limit of 30 s for the node to
+    register still applies, and when even that is missed the message says how to start Ray once
+    and join it.
     """
     import ray
 
+    if not address:  # read by the raylet that ray.init starts; a user's own setting wins
+        os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     try:
         ray.init(address=address, **kwargs)
     except Exception as e:  # Ray raises bare Exception/ConnectionError for a failed start
