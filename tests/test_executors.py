@@ -25,7 +25,15 @@ def local_ray(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", os.pathsep.join(sys.path))
     mp.setenv("DIGITCMP_TEST_MARKER", str(marker))
-    experiment.init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        experiment.init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except experiment.RunError as e:
+        mp.undo()
+        if "timed out" not in str(e):
+            raise
+        # A slow machine can miss Ray's fixed start-up timeouts (this project's VM sometimes
+        # does, even idle): that says nothing about digitcmp, so it is a skip, with Ray's words.
+        pytest.skip(f"a local Ray did not start on this machine: {e}")
     yield marker
     ray.shutdown()
     mp.undo()
@@ -83,11 +91,16 @@ def test_ray_missing_is_a_one_line_error(monkeypatch):
 
 
 def test_a_failed_ray_start_is_a_clear_error(monkeypatch):
+    calls = []
+
     def init(address=None, **kwargs):
+        calls.append(address)
         raise Exception("The current node timed out during startup.")
 
     monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init, shutdown=lambda: None))
     with pytest.raises(experiment.RunError, match=r"local Ray \(The current node.*'ray start --head'"):
         experiment.init_ray()
+    assert calls == [None, None]  # a local start is tried twice
     with pytest.raises(experiment.RunError, match="join Ray at head:6379: The current node"):
         experiment.init_ray("head:6379")
+    assert calls == [None, None, "head:6379"]  # joining is not retried

@@ -194,29 +194,29 @@ def execute_ray(tasks: list[tuple[str, list[int]]], config: Config, workers: int
             ray.shutdown()
 
 
-def init_ray(address: str | None = None, **kwargs) -> None:
+def init_ray(address: str | None = None, attempts: int = 2, **kwargs) -> None:
     """``ray.init`` that turns a failed start or join into a RunError naming what failed.
 
-    A local start is the fragile part on a slow machine: the raylet waits for its dashboard agent
-    (a Python process that takes ~15 s to import Ray's modules on a slow 2-core VM) to write its
-    port files, and by default gives up after 15 s and aborts, so the node never registers. A
-    longer ``agent_register_timeout_ms`` lets it wait; Ray's own limit of 30 s for the node to
-    register still applies, and when even that is missed the message says how to start Ray once
-    and join it.
+    A local start is the fragile part on a slow machine: the raylet waits a fixed 15 s for its
+    dashboard agent, a Python process that took 15 s just to import Ray's modules on this
+    project's 2-core VM, to write its port files, and aborts if it has not, so the node never
+    registers. A local start that fails is tried again (``attempts`` in all); after that the
+    message says how to start Ray once on its own and join it.
     """
     import ray
 
-    if not address:  # read by the raylet that ray.init starts; a user's own setting wins
-        os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
-    try:
-        ray.init(address=address, **kwargs)
-    except Exception as e:  # Ray raises bare Exception/ConnectionError for a failed start
-        ray.shutdown()
-        if address:
-            raise RunError(f"could not join Ray at {address}: {e}") from None
-        raise RunError(f"could not start a local Ray ({e}). On a busy machine, start Ray once on "
-                       "its own ('ray start --head', again if it times out) and pass --ray-address "
-                       "auto to every run") from None
+    for _ in range(1 if address else attempts):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except Exception as e:  # Ray raises bare Exception/ConnectionError for a failed start
+            ray.shutdown()
+            error = e
+    if address:
+        raise RunError(f"could not join Ray at {address}: {error}")
+    raise RunError(f"could not start a local Ray ({error}; {attempts} attempts). On a busy machine, "
+                   "start Ray once on its own ('ray start --head', again if it times out) and pass "
+                   "--ray-address auto to every run")
 
 
 def check_arms(config: Config) -> None:
