@@ -19,6 +19,10 @@ def local_ray(tmp_path_factory):
     """One local Ray (2 CPUs) for the module, which executors join instead of starting their own.
     Yields the path whose absence tells crash_plugin's model to kill its worker."""
     ray = pytest.importorskip("ray")
+    if not os.environ.get("DIGITCMP_RAY_TESTS"):
+        # Opt-in: a local Ray start that times out (this project's VM, sometimes even idle)
+        # leaves Ray's processes behind, and they kept CI's pytest from exiting.
+        pytest.skip("set DIGITCMP_RAY_TESTS=1 to run the tests on a local Ray")
     marker = tmp_path_factory.mktemp("ray") / "died"
     # Ray's processes inherit this environment: workers find crash_plugin on the path and the
     # marker. (A runtime_env would do the same, but makes Ray start a second set of workers.)
@@ -65,8 +69,7 @@ def test_process_executor_gives_the_serial_results(serial):
     assert by_round(experiment.execute(TASKS, CFG, "process", workers=1)) == serial
 
 
-# The Ray tests need the optional extra (pip install -e '.[ray]'), which README's test command
-# installs; without it they are skipped.
+# The Ray tests need the optional extra (pip install -e '.[ray]') and DIGITCMP_RAY_TESTS=1.
 def test_ray_executor_gives_the_serial_results(local_ray, serial):
     assert by_round(experiment.execute(TASKS, CFG, "ray")) == serial
 
