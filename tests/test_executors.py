@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 import types
 
@@ -19,10 +20,6 @@ def local_ray(tmp_path_factory):
     """One local Ray (2 CPUs) for the module, which executors join instead of starting their own.
     Yields the path whose absence tells crash_plugin's model to kill its worker."""
     ray = pytest.importorskip("ray")
-    if not os.environ.get("DIGITCMP_RAY_TESTS"):
-        # Opt-in: a local Ray start that times out (this project's VM, sometimes even idle)
-        # leaves Ray's processes behind, and they kept CI's pytest from exiting.
-        pytest.skip("set DIGITCMP_RAY_TESTS=1 to run the tests on a local Ray")
     marker = tmp_path_factory.mktemp("ray") / "died"
     # Ray's processes inherit this environment: workers find crash_plugin on the path and the
     # marker. (A runtime_env would do the same, but makes Ray start a second set of workers.)
@@ -30,7 +27,14 @@ def local_ray(tmp_path_factory):
     mp.setenv("PYTHONPATH", os.pathsep.join(sys.path))
     mp.setenv("DIGITCMP_TEST_MARKER", str(marker))
     try:
-        experiment.init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            experiment.init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        except experiment.RunError as e:
+            # This project's 2-core VM is sometimes too slow for Ray's fixed start-up waits; that
+            # is the machine, not digitcmp. Any other failure to start is a failure.
+            if "timed out" not in str(e):
+                raise
+            pytest.skip(f"a local Ray timed out starting on this machine: {e}")
         yield marker
     finally:
         ray.shutdown()
@@ -63,7 +67,7 @@ def test_process_executor_gives_the_serial_results(serial):
     assert by_round(experiment.execute(TASKS, CFG, "process", workers=1)) == serial
 
 
-# The Ray tests need the optional extra (pip install -e '.[ray]') and DIGITCMP_RAY_TESTS=1.
+# The Ray tests need the optional extra (pip install -e '.[ray]').
 def test_ray_executor_gives_the_serial_results(local_ray, serial):
     assert by_round(experiment.execute(TASKS, CFG, "ray")) == serial
 
@@ -88,6 +92,7 @@ def test_ray_missing_is_a_one_line_error(monkeypatch):
 
 
 def test_a_failed_ray_start_is_a_clear_error(monkeypatch):
+    pytest.importorskip("psutil")  # comes with the Ray extra
     calls = []
 
     def init(address=None, **kwargs):
@@ -101,3 +106,26 @@ def test_a_failed_ray_start_is_a_clear_error(monkeypatch):
     with pytest.raises(experiment.RunError, match="join Ray at head:6379: The current node"):
         experiment.init_ray("head:6379")
     assert calls == [None, None, "head:6379"]  # joining is not retried
+
+
+def test_a_failed_ray_start_leaves_no_process_behind(monkeypatch):
+    pytest.importorskip("psutil")  # comes with the Ray extra
+    started = []
+
+    def init(address=None, **kwargs):
+        # What a local start that times out does: it has started some of Ray's processes.
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]))
+        raise Exception("The current node timed out during startup.")
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init, shutdown=lambda: None))
+    try:
+        with pytest.raises(experiment.RunError):
+            experiment.init_ray()
+        assert len(started) == 2
+        assert all(p.poll() is not None for p in started)  # stopped (and reaped)
+        assert bystander.poll() is None  # a child that was there before the start is left alone
+    finally:
+        for p in started + [bystander]:
+            p.kill()
+            p.wait()

@@ -11,6 +11,7 @@ killed run loses at most the round in flight. Rerunning into the same directory 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -203,20 +204,41 @@ def init_ray(address: str | None = None, attempts: int = 2, **kwargs) -> None:
     registers. A local start that fails is tried again (``attempts`` in all); after that the
     message says how to start Ray once on its own and join it.
     """
+    import psutil
     import ray
 
+    me = psutil.Process()
     for _ in range(1 if address else attempts):
+        before = set(me.children(recursive=True))
         try:
             ray.init(address=address, **kwargs)
             return
         except Exception as e:  # Ray raises bare Exception/ConnectionError for a failed start
             ray.shutdown()
+            # A start that failed half-way leaves what it had started (GCS server, monitors,
+            # dashboard) running as our children, unknown to ray.shutdown(); left alone, they
+            # outlive this process's work and keep a parent like pytest from exiting.
+            stop_processes([p for p in me.children(recursive=True) if p not in before])
             error = e
     if address:
         raise RunError(f"could not join Ray at {address}: {error}")
     raise RunError(f"could not start a local Ray ({error}; {attempts} attempts). On a busy machine, "
                    "start Ray once on its own ('ray start --head', again if it times out) and pass "
                    "--ray-address auto to every run")
+
+
+def stop_processes(procs: list, grace: float = 5.0) -> None:
+    """Terminate ``procs`` (psutil Processes), and kill those still alive ``grace`` s later."""
+    import psutil
+
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def check_arms(config: Config) -> None:
