@@ -28,7 +28,9 @@ def local_ray(tmp_path_factory):
     mp.setenv("DIGITCMP_TEST_MARKER", str(marker))
     try:
         try:
-            experiment.init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            # One attempt: a second costs ~2 min here when the first timed out, and the retry
+            # itself is tested with a fake Ray below.
+            experiment.init_ray(attempts=1, num_cpus=2, include_dashboard=False, log_to_driver=False)
         except experiment.RunError as e:
             # This project's 2-core VM is sometimes too slow for Ray's fixed start-up waits; that
             # is the machine, not digitcmp. Any other failure to start is a failure.
