@@ -201,8 +201,9 @@ def init_ray(address: str | None = None, attempts: int = 2, **kwargs) -> None:
     A local start is the fragile part on a slow machine: the raylet waits a fixed 15 s for its
     dashboard agent, a Python process that took 15 s just to import Ray's modules on this
     project's 2-core VM, to write its port files, and aborts if it has not, so the node never
-    registers. A local start that fails is tried again (``attempts`` in all); after that the
-    message says how to start Ray once on its own and join it.
+    registers. A local start that fails is tried again (``attempts`` in all), after stopping the
+    processes it had started; after that the message says how to start Ray once on its own and
+    join it.
     """
     import psutil
     import ray
