@@ -87,8 +87,9 @@ def test_a_task_whose_worker_dies_is_retried(local_ray, tmp_path):
     assert any("1 task(s) retried" in s for s in said), said
 
 
-def test_ray_missing_is_a_one_line_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+@pytest.mark.parametrize("module", ["ray", "psutil"])  # the Ray extra brings both
+def test_ray_missing_is_a_one_line_error(monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)  # import -> ImportError
     with pytest.raises(experiment.RunError, match=r"pip install 'digitcmp\[ray\]'"):
         list(experiment.execute([("baseline", [0])], Config(**TINY), "ray"))
 

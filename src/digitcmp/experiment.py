@@ -155,6 +155,7 @@ def execute_ray(tasks: list[tuple[str, list[int]]], config: Config, workers: int
     this driver, which alone writes the run directory.
     """
     try:
+        import psutil  # noqa: F401  (init_ray's; the Ray extra installs both)
         import ray
         from ray.exceptions import NodeDiedError, OutOfMemoryError, WorkerCrashedError
     except ImportError:
