@@ -15,14 +15,14 @@ probcmp_small <= 2.0 %.
 """
 
 import argparse
-import importlib
 import statistics
 import tempfile
 from pathlib import Path
 
+from digitcmp.config import Config
 from digitcmp.experiment import run_experiment
+from digitcmp.plugins import resolve_plugin
 from digitcmp.stats import mean_std
-from digitcmp.train import Config
 
 T10K = Path(__file__).resolve().parents[2] / "shared" / "mnist-t10k"
 
@@ -42,14 +42,13 @@ def main() -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE (registers models), e.g. probcmp_ingredients")
     args = p.parse_args()
-    for module in args.plugin:
-        importlib.import_module(module)
+    plugins = [resolve_plugin(spec) for spec in args.plugin]
 
     test_dir = args.test_dir if Path(args.test_dir).is_dir() else None
     if test_dir is None:
         print(f"no MNIST test split in {args.test_dir}: testing on the source's own test pool")
     config = Config(models=[args.model], rounds=args.rounds, epochs=args.epochs, seed=args.seed,
-                    data=args.data, test_dir=test_dir, val_pairs=args.val_pairs, plugins=args.plugin)
+                    data=args.data, test_dir=test_dir, val_pairs=args.val_pairs, plugins=plugins)
     with tempfile.TemporaryDirectory() as tmp:
         results = run_experiment(config, args.out or tmp, executor=args.executor, progress=False)
     results.sort(key=lambda r: r["round"])

@@ -4,7 +4,7 @@
         --out runs/no_jitter
     python benchmarks/probcmp_ingredients.py runs/probcmp_small runs/no_jitter [more runs ...]
 
-Every variant is ``probcmp_small`` with one switch of ``sota.ProbCmpBase`` turned off;
+Every variant is ``probcmp_small`` with one switch of ``models.probcmp.ProbCmpBase`` turned off;
 ``probcmp`` vs ``probcmp_small`` measures the ensemble. Imported (``--plugin``), this module
 registers the variants. Run as a script, it pairs each variant run's rounds with the first
 (base) run's rounds of the same seed and round -- the same training digits and test pairs -- and
@@ -12,15 +12,14 @@ prints the paired test-error differences (variant - base): positive means the in
 """
 
 import argparse
-import json
 from pathlib import Path
 
-from digitcmp.experiment import read_rounds
 from digitcmp.models import register
-from digitcmp.sota import ProbCmpSmall
+from digitcmp.models.probcmp import ProbCmpSmall
+from digitcmp.rundir import load_run
 from digitcmp.stats import mean_std, paired
 
-OFF = {"no_jitter": {"use_jitter": False}, "no_pair_loss": {"pair_loss": False},
+OFF = {"no_jitter": {"use_jitter": False}, "no_pair_loss": {"target_loss": False},
        "no_smoothing": {"label_smoothing": 0.0}, "no_one_cycle": {"one_cycle": False}}
 
 for suffix, switches in OFF.items():
@@ -33,10 +32,10 @@ for suffix, switches in OFF.items():
 PAIRING_KEYS = ("seed", "data", "data_dir", "test_dir", "pairs", "val_pairs")
 
 
-def load_run(run: Path) -> tuple[dict, dict[int, float]]:
+def errors_by_round(run: Path) -> tuple[dict, dict[int, float]]:
     """A run directory's config and {round: test error} (the run must hold a single model)."""
-    config = json.loads((run / "config.json").read_text())["config"]
-    rounds = read_rounds(run / "rounds.jsonl")
+    manifest, _, rounds = load_run(run)
+    config = manifest["config"]
     models = {r["model"] for r in rounds}
     if len(models) != 1:
         raise SystemExit(f"{run}: expected the rounds of one model, found {sorted(models) or 'none'}")
@@ -48,11 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("base", type=Path, help="the run of probcmp_small (or any model) to compare against")
     p.add_argument("variants", type=Path, nargs="+", help="runs of the variants")
     args = p.parse_args(argv)
-    base_cfg, base = load_run(args.base)
+    base_cfg, base = errors_by_round(args.base)
     print("| variant | rounds | base | variant | difference (95 % CI) | Wilcoxon p | per round (pp) |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for run in args.variants:
-        cfg, errors = load_run(run)
+        cfg, errors = errors_by_round(run)
         differ = [k for k in PAIRING_KEYS if cfg.get(k) != base_cfg.get(k)]
         if differ:
             raise SystemExit(f"{run}: its rounds do not pair with {args.base}'s ({', '.join(differ)} differ)")

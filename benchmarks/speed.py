@@ -19,12 +19,12 @@ import tempfile
 import time
 
 import torch
-from torch import nn
 
+from digitcmp.config import Config
 from digitcmp.experiment import run_experiment
 from digitcmp.models import get_model_class
-from digitcmp.report import write_summary
-from digitcmp.train import Config
+from digitcmp.models.layers import forward_flops
+from digitcmp.tables import write_summary
 
 
 def matmul_gflops(threads: int, n: int = 2048, tries: int = 5) -> float:
@@ -39,25 +39,6 @@ def matmul_gflops(threads: int, n: int = 2048, tries: int = 5) -> float:
             a @ b
         best = min(best, (time.perf_counter() - start) / 4)
     return 2 * n**3 / best / 1e9
-
-
-def forward_flops(model: nn.Module) -> int:
-    """FLOPs of one forward pass of one pair through the matmul-like layers (Linear, Conv2d)."""
-    total = 0
-
-    def count(m, inputs, out):
-        nonlocal total
-        if isinstance(m, nn.Linear):
-            total += 2 * m.in_features * out.numel()
-        elif isinstance(m, nn.Conv2d):
-            total += 2 * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1] * out.numel()
-
-    hooks = [m.register_forward_hook(count) for m in model.modules()]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 2, 14, 14))
-    for h in hooks:
-        h.remove()
-    return total
 
 
 def main() -> None:

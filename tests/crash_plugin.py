@@ -2,7 +2,8 @@
 
 import os
 
-from digitcmp.models import Baseline, register
+from digitcmp.models import register
+from digitcmp.models.study import Baseline
 
 
 @register("dies_once")

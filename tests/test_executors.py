@@ -1,18 +1,22 @@
-"""Serial, process and Ray executors give the same results; a dead Ray worker's task is retried."""
+"""Serial, process and Ray executors give the same results; a dead Ray worker's task is retried;
+no worker outlives its driver."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
 
-from digitcmp import experiment
-from digitcmp.experiment import run_experiment
-from digitcmp.train import Config
-
-TINY = dict(data="embedded", pairs=40, epochs=1)
+import worker_tasks
+from conftest import TINY
+from digitcmp import executors
+from digitcmp.config import Config
+from digitcmp.errors import ExecutorError
+from digitcmp.experiment import run_experiment, train_task
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +34,8 @@ def local_ray(tmp_path_factory):
         try:
             # One attempt: a second costs ~2 min here when the first timed out, and the retry
             # itself is tested with a fake Ray below.
-            experiment.init_ray(attempts=1, num_cpus=2, include_dashboard=False, log_to_driver=False)
-        except experiment.RunError as e:
+            executors.init_ray(attempts=1, num_cpus=2, include_dashboard=False, log_to_driver=False)
+        except ExecutorError as e:
             # This project's 2-core VM is sometimes too slow for Ray's fixed start-up waits; that
             # is the machine, not digitcmp. Any other failure to start is a failure.
             if "timed out" not in str(e):
@@ -58,20 +62,66 @@ TASKS = [("baseline", [0, 1]), ("siamese_aux", [0]), ("siamese_aux", [1])]
 
 @pytest.fixture(scope="module")
 def serial():
-    results = by_round(experiment.execute(TASKS, CFG))
+    results = by_round(executors.execute(train_task, TASKS, CFG))
     assert len(results) == 4
     return results
 
 
 def test_process_executor_gives_the_serial_results(serial):
     # One worker process: a result depends only on (seed, round), not on which process or in
-    # what order, and each spawned worker costs a torch import (~20 s of CPU on a slow CI VM).
-    assert by_round(experiment.execute(TASKS, CFG, "process", workers=1)) == serial
+    # what order, and each spawned worker costs a torch import.
+    assert by_round(executors.execute(train_task, TASKS, CFG, "process", workers=1)) == serial
+
+
+def test_progress_reports_come_back_from_worker_processes():
+    told = []
+    tasks = [("a", [0, 1]), ("b", [0])]
+    results = list(executors.execute(worker_tasks.counter, tasks, Config(), "process", workers=2,
+                                     progress=lambda arm, k: told.append((arm, k))))
+    assert sorted(told) == [("a", 2), ("a", 2), ("b", 2)]
+    assert {r["pid"] for rs in results for r in rs} != {os.getpid()}
+
+
+def test_a_worker_exits_when_its_driver_is_killed(tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import worker_tasks; from digitcmp import executors, config; "
+         f"list(executors.execute(worker_tasks.sleeper, [({str(pid_file)!r}, [0])], config.Config(), "
+         "'process', workers=1))"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.time() + 120
+        while not pid_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.time() + 20
+        while time.time() < deadline and _alive(worker):
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived its killed driver"
+    finally:
+        driver.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its new parent) is not alive.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_ray_tasks_ask_for_a_gpu_when_training_on_cuda():
+    assert executors.ray_task_options(2, gpus=1) == {"num_cpus": 2, "num_gpus": 1, "max_retries": 0}
+    assert executors.ray_task_options(1, gpus=0)["num_gpus"] == 0
 
 
 # The Ray tests need the optional extra (pip install -e '.[ray]').
 def test_ray_executor_gives_the_serial_results(local_ray, serial):
-    assert by_round(experiment.execute(TASKS, CFG, "ray")) == serial
+    assert by_round(executors.execute(train_task, TASKS, CFG, "ray")) == serial
 
 
 def test_a_task_whose_worker_dies_is_retried(local_ray, tmp_path):
@@ -90,8 +140,8 @@ def test_a_task_whose_worker_dies_is_retried(local_ray, tmp_path):
 @pytest.mark.parametrize("module", ["ray", "psutil"])  # the Ray extra brings both
 def test_ray_missing_is_a_one_line_error(monkeypatch, module):
     monkeypatch.setitem(sys.modules, module, None)  # import -> ImportError
-    with pytest.raises(experiment.RunError, match=r"pip install 'digitcmp\[ray\]'"):
-        list(experiment.execute([("baseline", [0])], Config(**TINY), "ray"))
+    with pytest.raises(ExecutorError, match=r"pip install 'digitcmp\[ray\]'"):
+        list(executors.execute(train_task, [("baseline", [0])], Config(**TINY), "ray"))
 
 
 def test_a_failed_ray_start_is_a_clear_error(monkeypatch):
@@ -103,11 +153,11 @@ def test_a_failed_ray_start_is_a_clear_error(monkeypatch):
         raise Exception("The current node timed out during startup.")
 
     monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init, shutdown=lambda: None))
-    with pytest.raises(experiment.RunError, match=r"local Ray \(The current node.*'ray start --head'"):
-        experiment.init_ray()
+    with pytest.raises(ExecutorError, match=r"local Ray \(The current node.*'ray start --head'"):
+        executors.init_ray()
     assert calls == [None, None]  # a local start is tried twice
-    with pytest.raises(experiment.RunError, match="join Ray at head:6379: The current node"):
-        experiment.init_ray("head:6379")
+    with pytest.raises(ExecutorError, match="join Ray at head:6379: The current node"):
+        executors.init_ray("head:6379")
     assert calls == [None, None, "head:6379"]  # joining is not retried
 
 
@@ -123,8 +173,8 @@ def test_a_failed_ray_start_leaves_no_process_behind(monkeypatch):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init, shutdown=lambda: None))
     try:
-        with pytest.raises(experiment.RunError):
-            experiment.init_ray()
+        with pytest.raises(ExecutorError):
+            executors.init_ray()
         assert len(started) == 2
         assert all(p.poll() is not None for p in started)  # stopped (and reaped)
         assert bystander.poll() is None  # a child that was there before the start is left alone

@@ -3,48 +3,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import digitcmp
-from digitcmp.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from digitcmp.cli import main
-from digitcmp.data import DataError
-from digitcmp.predict import load_pairs, mnist_like
-from digitcmp.train import Config, cached_source, train_round
-
-TINY = ["--data", "embedded", "--pairs", "100", "--epochs", "1"]
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return train_round(Config(data="embedded", pairs=100, epochs=1), "siamese_aux", 0)
-
-
-@pytest.fixture
-def ckpt(tmp_path, trained):
-    model, data, result = trained
-    return save_checkpoint(tmp_path / "m.pt", model, "siamese_aux", config={"epochs": 1},
-                           source={"name": "embedded"}, mean=data.mean, std=data.std,
-                           metrics={"test_error": result["test_error"]}, round=0)
+from digitcmp.data.idx import read_idx
+from digitcmp.data.sources import shipped_dir
+from digitcmp.errors import DataError
+from digitcmp.predict import load_pairs, mnist_like, read_image
 
 
 def raw_digit(i: int = 0) -> np.ndarray:
-    """A real 28x28 MNIST digit (from the embedded sample) as uint8."""
-    from digitcmp.data import embedded_csv
-
-    row = np.loadtxt(embedded_csv(), delimiter=",", max_rows=i + 1, ndmin=2)[i]
-    return row[:784].reshape(28, 28).astype(np.uint8)
-
-
-def test_checkpoint_round_trip_gives_identical_predictions(ckpt, trained):
-    model, data, _ = trained
-    loaded, meta = load_checkpoint(ckpt)
-    model.eval()
-    with torch.inference_mode():
-        for a, b in zip(model(data.test.input), loaded(data.test.input), strict=True):
-            assert torch.equal(a, b)
-    assert meta["normalisation"] == {"mean": data.mean, "std": data.std}
-    assert meta["versions"]["torch"] == torch.__version__
+    """A real 28x28 MNIST test digit as uint8."""
+    return read_idx(shipped_dir() / "t10k-images-idx3-ubyte.gz")[i]
 
 
 def test_preprocessing_recovers_an_mnist_digit():
@@ -57,73 +30,112 @@ def test_preprocessing_recovers_an_mnist_digit():
     assert back.shape == (28, 28) and corr > 0.9
 
 
-def test_predict_images_and_pairs_from_the_cli(tmp_path, ckpt, capsys):
+def test_16_bit_images_are_scaled_not_binarised(tmp_path):
+    digit = raw_digit(0).astype(np.uint16) * 257  # the same digit, 16 bits per pixel
+    Image.fromarray(digit).save(tmp_path / "d16.png")
+    a = read_image(tmp_path / "d16.png")
+    assert a.max() == 255 and len(np.unique(a)) > 10
+    assert np.allclose(a, raw_digit(0), atol=1)
+
+
+def test_predict_images_and_pairs_from_the_cli(tmp_path, checkpoint, capsys):
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     Image.fromarray(255 - raw_digit(0)).resize((80, 80)).save(a)
     Image.fromarray(raw_digit(1)).save(b)
-    assert main(["predict", "--checkpoint", str(ckpt), str(a), str(b), "--json"]) == 0
+    assert main(["predict", "--checkpoint", str(checkpoint), str(a), str(b), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert 0 <= res["p_leq"] <= 1 and res["digit_a"] in range(10) and 0 <= res["p_digit_b"] <= 1
-    predictor = digitcmp.load(ckpt)
+    predictor = digitcmp.load(checkpoint)
     assert predictor.predict(a, b) == {k: v for k, v in res.items() if k not in ("a", "b")}
 
-    src = cached_source("embedded", None)
-    np.savez(tmp_path / "pairs.npz", input=src.train_x[:10].view(5, 2, 14, 14).numpy())
-    assert main(["predict", "--checkpoint", str(ckpt), "--pairs", str(tmp_path / "pairs.npz")]) == 0
-    lines = (tmp_path / "pairs.predictions.csv").read_text().splitlines()
+    pairs = tmp_path / "pairs.npz"
+    np.savez(pairs, input=read_idx(shipped_dir() / "t10k-images-idx3-ubyte.gz")[:10, ::2, ::2]
+             .reshape(5, 2, 14, 14))
+    assert main(["predict", "--checkpoint", str(checkpoint), "--pairs-file", str(pairs)]) == 0
+    out = tmp_path / "pairs.predictions.csv"
+    lines = out.read_text().splitlines()
     assert lines[0].startswith("index,p_leq,leq,digit_a") and len(lines) == 6
-
-
-def test_train_save_predict_round_trip(tmp_path, capsys):
-    path = tmp_path / "b.pt"
-    assert main(["train", "--model", "baseline", *TINY, "--save", str(path)]) == 0
-    assert "test error" in capsys.readouterr().out
-    model, meta = load_checkpoint(path)
-    assert meta["model"] == "baseline" and meta["config"]["epochs"] == 1
-    assert 0 <= meta["metrics"]["test_error"] <= 1
+    assert "wrote 5 predictions" in capsys.readouterr().err
+    # Never over a file the user did not ask to replace, and never over the input.
+    assert main(["predict", "--checkpoint", str(checkpoint), "--pairs-file", str(pairs)]) == 2
+    assert "exists; add --force" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(checkpoint), "--pairs-file", str(pairs), "--force"]) == 0
+    assert main(["predict", "--checkpoint", str(checkpoint), "--pairs-file", str(pairs), "--out",
+                 str(pairs), "--force"]) == 2
+    assert "is the input file" in capsys.readouterr().err and np.load(pairs)["input"].shape == (5, 2, 14, 14)
 
 
 @pytest.mark.parametrize("problem, message", [
     ("text", "not a readable image"),
     ("blank", "blank image"),
     ("missing", "no such image file"),
+    ("directory", "is a directory"),
+    ("huge", "pixels"),
 ])
-def test_bad_images(tmp_path, ckpt, capsys, problem, message):
+def test_bad_images(tmp_path, checkpoint, capsys, problem, message):
     bad = tmp_path / "bad.png"
     if problem == "text":
         bad.write_text("not an image")
     elif problem == "blank":
         Image.new("L", (40, 40), 200).save(bad)
+    elif problem == "directory":
+        bad.mkdir()
+    elif problem == "huge":
+        Image.new("1", (20000, 20000)).save(bad)
     good = tmp_path / "good.png"
     Image.fromarray(raw_digit(0)).save(good)
-    assert main(["predict", "--checkpoint", str(ckpt), str(bad), str(good)]) == 2
+    assert main(["predict", "--checkpoint", str(checkpoint), str(bad), str(good)]) == 2
     err = capsys.readouterr().err
-    assert message in err and "bad.png" in err
+    assert message in err and "bad.png" in err and len(err.strip().splitlines()) == 1
 
 
-def test_wrong_tensor_shape(tmp_path):
-    np.savez(tmp_path / "p.npz", input=np.zeros((3, 14, 14)))
-    with pytest.raises(DataError, match=r"p.npz: expected a tensor of shape N x 2 x 14 x 14, got \(3, 1"):
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((3, 14, 14)), r"expected a tensor of shape N x 2 x 14 x 14, got \(3, 14, 14\)"),
+    (np.full((1, 2, 14, 14), np.nan), "must be finite real numbers"),
+    (np.zeros((1, 2, 14, 14), dtype=bool), "must be finite real numbers"),
+])
+def test_bad_pair_files(tmp_path, array, message):
+    np.savez(tmp_path / "p.npz", input=array)
+    with pytest.raises(DataError, match=message):
         load_pairs(tmp_path / "p.npz")
 
 
-def test_bad_checkpoints(tmp_path, ckpt):
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(ckpt.read_bytes()[:500])
-    with pytest.raises(CheckpointError, match="cut.pt: not a readable checkpoint"):
-        load_checkpoint(cut)
-
-    payload = torch.load(ckpt, weights_only=True)
-    for change, message in [({"model": "nope"}, "model 'nope' is not registered"),
-                            ({"format_version": FORMAT_VERSION + 1}, "format version")]:
-        torch.save({**payload, **change}, tmp_path / "x.pt")
-        with pytest.raises(CheckpointError, match=message):
-            load_checkpoint(tmp_path / "x.pt")
-
-    torch.save({"format": "digitcmp-checkpoint", "evil": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="refused"):
-        load_checkpoint(tmp_path / "evil.pt")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300), suffix=st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".tif"]))
+def test_arbitrary_bytes_as_an_image_raise_only_data_errors(tmp_path, data, suffix):
+    path = tmp_path / f"x{suffix}"
+    path.write_bytes(data)
+    try:
+        mnist_like(read_image(path), str(path))
+    except DataError:
+        pass
 
 
-class Evil:
-    """An arbitrary object: weights_only loading must refuse to unpickle it."""
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(0, 10**6), value=st.integers(0, 255), cut=st.integers(0, 200))
+def test_mutated_png_raises_only_data_errors(tmp_path, position, value, cut):
+    path = tmp_path / "d.png"
+    Image.fromarray(raw_digit(5)).save(path)
+    raw = bytearray(path.read_bytes())
+    raw[position % len(raw)] = value
+    path.write_bytes(bytes(raw[: len(raw) - cut]))
+    try:
+        mnist_like(read_image(path), str(path))
+    except DataError:
+        pass
+
+
+def test_train_save_predict_round_trip(tmp_path, capsys):
+    from digitcmp.checkpoint import load_checkpoint
+
+    path = tmp_path / "b.pt"
+    argv = ["train", "--model", "baseline", "--data", "embedded", "--pairs", "100", "--epochs", "1",
+            "--save", str(path)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "test error" in captured.out and "saved" in captured.err
+    model, meta = load_checkpoint(path)
+    assert meta["model"] == "baseline" and meta["config"]["epochs"] == 1
+    assert 0 <= meta["metrics"]["test_error"] <= 1
+    assert main(argv) == 2 and "exists; add --force" in capsys.readouterr().err
+    assert torch.load(path, weights_only=True)["model"] == "baseline"

@@ -1,28 +1,10 @@
-import json
-
 import pytest
 
+from conftest import synthetic_run
 from digitcmp.cli import main
-from digitcmp.experiment import RunError
+from digitcmp.errors import RunDirError
 from digitcmp.plots import FIGURES
 from digitcmp.report import write_report
-
-
-def synthetic_run(path, rounds=4, models=("baseline", "cnn", "siamese_aux"), planned=None):
-    """A run directory with made-up results: report code must not care where numbers come from."""
-    path.mkdir()
-    config = {"models": list(models), "rounds": planned or rounds, "epochs": 3}
-    (path / "config.json").write_text(json.dumps({
-        "config": config, "source": {"name": "embedded", "location": "test"},
-        "command": ["digitcmp", "reproduce", "--rounds", str(rounds)]}))
-    with open(path / "rounds.jsonl", "w") as f:
-        for k, m in enumerate(models):
-            for r in range(rounds):
-                f.write(json.dumps({"model": m, "round": r, "params": 1000 * (k + 1),
-                                    "train_error": 0.05 * k + 0.01 * r,
-                                    "test_error": 0.2 - 0.03 * k + 0.01 * r,
-                                    "train_loss": [1.0 - 0.1 * e + 0.01 * r for e in range(3)]}) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +49,9 @@ def test_report_names_malformed_line(tmp_path, capsys):
 
 
 def test_report_missing_files(tmp_path):
-    with pytest.raises(RunError, match="no such run directory"):
+    with pytest.raises(RunDirError, match="no such run directory"):
         write_report(tmp_path / "absent")
     run = synthetic_run(tmp_path / "run")
     (run / "rounds.jsonl").unlink()
-    with pytest.raises(RunError, match="rounds.jsonl: no such file"):
+    with pytest.raises(RunDirError, match="rounds.jsonl: no such file"):
         write_report(run)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from digitcmp.cli import main
-from digitcmp.experiment import RunError
+from digitcmp.errors import ConfigError
 from digitcmp.sweep import load_sweep, sweep_rows
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweep.toml"
@@ -19,18 +19,23 @@ def test_example_sweep_expands_to_its_grid():
 
 @pytest.mark.parametrize("text, message", [
     ("[grid]\nmodel = 'cnn'\nlearning_rate = [1]\n", "unknown option 'learning_rate'"),
-    ("[grid]\nmodel = 'cnn'\nlr = ['fast']\n", "[grid] lr must be a number >= 0, got 'fast'"),
-    ("[grid]\nmodel = 'cnn'\nepochs = [2.5]\n", "[grid] epochs must be a whole number >= 1"),
+    ("[grid]\nmodel = 'cnn'\nlr = ['fast']\n", "[grid] lr must be a finite number >= 0, got 'fast'"),
+    ("[grid]\nmodel = [['cnn']]\n", "[grid] 'model' must be one of"),
+    ("[grid]\nmodel = 'cnn'\nlr = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\n"
+     "epochs = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nbatch_size = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\n",
+     "[grid] has 1,100 points"),
+    ("[grid]\nmodel = 'cnn'\nepochs = [2.5]\n", "[grid] epochs must be a whole number from 1"),
     ("[grid]\nmodel = 'cnn'\nlr = []\n", "[grid] lr is an empty list"),
     ("[grid]\n", "[grid] is missing or empty"),
     ("title = 'x'\n[grid]\nmodel = 'cnn'\n", "unknown key 'title'"),
-    ("[grid]\nmodel = 'nope'\n", "model 'nope' is not registered"),
+    ("[grid]\nmodel = 'nope'\n", "[grid] 'model' must be one of baseline, cnn"),
     ("[grid\n", "not valid TOML"),
+    ("[grid]\nmodel = 'cnn'\nlr = [1, 1.0]\n", "lists a value twice"),
 ])
 def test_invalid_sweep_file_names_the_key(tmp_path, text, message):
     path = tmp_path / "s.toml"
     path.write_text(text)
-    with pytest.raises(RunError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_sweep(path)
 
 
@@ -62,3 +67,5 @@ def test_cli_sweep_runs_the_grid_and_writes_sweep_csv(tmp_path, capsys):
     assert len((out / "rounds.jsonl").read_text().splitlines()) == 4
     assert main(["sweep", str(tmp_path / "absent.toml"), "--out", str(out)]) == 2
     assert "no such sweep file" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path), "--out", str(out)]) == 2
+    assert "is a directory, not a sweep file" in capsys.readouterr().err

@@ -14,28 +14,26 @@ arm comes with it; weights 0 and 1 are the arms siamese and siamese_aux themselv
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
 from pathlib import Path
 
+from .config import ABLATION_AUX_WEIGHTS, Config, arm_name
 from .files import atomic_write
-from .stats import mean_std, paired
-from .train import Config
+from .stats import paired, split_stats
+from .tables import csv_text, missing
 
 ARMS = {"separate": (False, False), "separate_aux": (False, True),
         "siamese": (True, False), "siamese_aux": (True, True)}  # arm -> (shared, aux)
-SWEEP_WEIGHTS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
 SWEEP_MODEL = "siamese_aux"
 
 
 def sweep_arm(weight: float) -> str:
     """The arm that trains the shared model with auxiliary-loss weight ``weight``."""
-    return {0.0: "siamese", 1.0: "siamese_aux"}.get(float(weight), f"{SWEEP_MODEL}@aux_weight={weight:g}")
+    return {0.0: "siamese", 1.0: "siamese_aux"}.get(float(weight)) or arm_name(SWEEP_MODEL,
+                                                                             {"aux_weight": weight})
 
 
-def ablation_config(config: Config, weights=SWEEP_WEIGHTS) -> Config:
+def ablation_config(config: Config, weights=ABLATION_AUX_WEIGHTS) -> Config:
     """``config`` with the four arms and the aux-weight sweep as its models."""
     extra = {sweep_arm(w): {"model": SWEEP_MODEL, "aux_weight": float(w)} for w in weights
              if sweep_arm(w) not in ARMS}
@@ -87,23 +85,17 @@ def sweep(results: list[dict], weights=None) -> list[dict]:
     for r in results:
         if r.get("arch", r["model"]) in ("siamese", SWEEP_MODEL) and r.get("aux_weight") is not None:
             by_weight.setdefault(float(r["aux_weight"]), []).append(r)
-    rows = []
-    for w in sorted(by_weight if weights is None else [w for w in weights if w in by_weight]):
-        rs = by_weight[w]
-        te, te_sd = mean_std([r["test_error"] for r in rs])
-        tr, tr_sd = mean_std([r["train_error"] for r in rs])
-        rows.append({"aux_weight": w, "arm": rs[0]["model"], "rounds": len(rs),
-                     "test_error_mean": te, "test_error_std": te_sd,
-                     "train_error_mean": tr, "train_error_std": tr_sd})
-    return rows
+    return [{"aux_weight": w, "arm": by_weight[w][0]["model"], "rounds": len(by_weight[w]),
+             **split_stats(by_weight[w], ("test", "train"))}
+            for w in sorted(by_weight if weights is None else [w for w in weights if w in by_weight])]
 
 
 def _pp(x: float, signed: bool = False) -> str:
-    return "–" if math.isnan(x) else f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
+    return "–" if missing(x) else f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
 
 
 def _p(x: float) -> str:
-    return "–" if math.isnan(x) else f"{x:.3g}"
+    return "–" if missing(x) else f"{x:.3g}"
 
 
 def effects_markdown(effect_rows: list[dict], sweep_rows: list[dict], params: dict[str, int]) -> str:
@@ -145,12 +137,7 @@ def effects_csv(effect_rows: list[dict], sweep_rows: list[dict]) -> str:
             for e in effect_rows]
     rows += [{"kind": "aux_weight_sweep", "name": f"{s['aux_weight']:g}", "n": s["rounds"],
               "mean": s["test_error_mean"], "std": s["test_error_std"]} for s in sweep_rows]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fields, lineterminator="\n")
-    w.writeheader()
-    for row in rows:  # undefined statistics as empty cells, not "nan"
-        w.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
-    return buf.getvalue()
+    return csv_text(rows, fields)
 
 
 def write_effects(run_dir: str | os.PathLike, results: list[dict]) -> tuple[list[dict], list[dict], str]:

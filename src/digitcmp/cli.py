@@ -1,85 +1,131 @@
-"""The ``digitcmp`` command line."""
+"""The ``digitcmp`` command line: its flags, and the one place errors become messages.
+
+A user error (any ``DigitcmpError``, a bad flag) is one line on stderr and exit status 2; an
+interrupt says how to resume (130); anything else is a bug, reported in one line too, with
+``--debug`` (or DIGITCMP_DEBUG=1) to see its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import io
+import math
 import os
 import sys
-from pathlib import Path
 
-from . import __version__
-from .ablation import SWEEP_WEIGHTS, ablation_config
-from .checkpoint import CheckpointError
-from .data import SOURCES, DataError
-from .experiment import RunError, run_experiment
-from .files import atomic_write
-from .models import MODELS, count_params
-from .report import write_report
-from .train import Config, source_for, train_rounds
-
-STUDY_MODELS = ["baseline", "cnn", "siamese_aux"]
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+from . import commands
+from .config import (
+    ABLATION_AUX_WEIGHTS,
+    DEVICES,
+    ENGINES,
+    PRECISIONS,
+    SOURCES,
+    STUDY_MODELS,
+    TEST_POOLS,
+    Config,
+)
+from .errors import DigitcmpError
+from .executors import EXECUTORS
+from .version import __version__
 
 
-def non_negative_float(text: str) -> float:
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def whole(low: int, high: int | None = None):
+    """An argparse type: a whole number from ``low`` (to ``high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a number from {low}"
+                                             + (f" to {high:,}" if high else " up") + f", got {value}")
+        return value
+
+    return parse
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    if not (value >= 0 and math.isfinite(value)):  # also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 
-def training_flags() -> argparse.ArgumentParser:
+def plugin_flag(p: argparse.ArgumentParser, dest: str) -> None:
+    p.add_argument("--plugin", action="append", default=[], dest=dest, metavar="MODULE",
+                   help="import MODULE (a module name, or a path to a .py file) first, so the "
+                        "models it registers can be used; repeatable")
+
+
+def training_flags(aux_weight: bool = True) -> argparse.ArgumentParser:
     """Flags shared by every command that trains; their defaults are Config's."""
     d = Config()
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("data and training")
     g.add_argument("--data", choices=SOURCES, default=d.data,
-                   help="digit source: local/downloaded MNIST, the embedded 5k sample, or auto "
-                        "(MNIST if available, else embedded) (default: %(default)s)")
+                   help="where digits come from: full MNIST (local or downloaded), the MNIST "
+                        "digits shipped with digitcmp (embedded), or auto: MNIST if present or "
+                        "downloadable, else embedded (default: %(default)s)")
     g.add_argument("--data-dir", default=d.data_dir, metavar="DIR",
-                   help="directory with the MNIST IDX files (default: the cache dir, "
+                   help="directory holding the four MNIST IDX files (default: the cache dir, "
                         "$DIGITCMP_CACHE/mnist or the platform's user cache)")
     g.add_argument("--test-dir", default=d.test_dir, metavar="DIR",
-                   help="draw the test pairs from the MNIST test split (the t10k IDX files) in "
-                        "DIR instead of the source's own test pool (default: the source's)")
-    g.add_argument("--pairs", type=positive_int, default=d.pairs,
-                   help="train pairs and test pairs per round (default: %(default)s)")
-    g.add_argument("--val-pairs", type=int, default=d.val_pairs, metavar="N",
-                   help="hold N of the training pairs out as a validation split (records "
-                        "val_error; choose hyperparameters on it, never on test pairs) "
+                   help="draw test pairs from the MNIST test split (the two t10k IDX files) in "
+                        "DIR instead of the source's own test digits")
+    g.add_argument("--test-pool", choices=TEST_POOLS, default=d.test_pool,
+                   help="test pairs from the source's test digits, or from the other half of "
+                        "its training digits split at random each round (digitcmp 0.1's "
+                        "embedded protocol) (default: %(default)s)")
+    g.add_argument("--pairs", type=whole(2), default=d.pairs, metavar="N",
+                   help="training pairs and test pairs per round (default: %(default)s)")
+    g.add_argument("--val-pairs", type=whole(0), default=d.val_pairs, metavar="N",
+                   help="hold N of the training pairs out as a validation split: records get "
+                        "val_error, the split to choose options on, never the test pairs "
                         "(default: %(default)s)")
-    g.add_argument("--epochs", type=positive_int, default=d.epochs, help="(default: %(default)s)")
-    g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help="(default: %(default)s)")
-    g.add_argument("--lr", type=non_negative_float, default=d.lr,
+    g.add_argument("--epochs", type=whole(1, 100_000), default=d.epochs, metavar="N",
+                   help="passes over the training pairs (default: %(default)s)")
+    g.add_argument("--batch-size", type=whole(2), default=d.batch_size, metavar="N",
+                   help="pairs per Adam step; at least 2, as BatchNorm needs (default: %(default)s)")
+    g.add_argument("--curve-pairs", type=whole(0), default=d.curve_pairs, metavar="N",
+                   help="test (and validation) pairs evaluated after every epoch for the learning "
+                        "curves; 0: none (default: %(default)s)")
+    g.add_argument("--lr", type=non_negative, default=d.lr,
                    help="Adam learning rate (default: each model's own: 5e-4 for baseline and "
                         "cnn, 1e-3 for siamese_aux, as in the study)")
-    g.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay,
-                   help="Adam L2 weight decay (default: %(default)s)")
-    g.add_argument("--aux-weight", type=non_negative_float, default=d.aux_weight,
-                   help="weight of the auxiliary digit loss for models with a digit head "
-                        "(default: each model's own: 1 for siamese_aux)")
-    g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    g.add_argument("--threads", type=positive_int, default=d.threads,
+    g.add_argument("--weight-decay", type=non_negative, default=d.weight_decay, metavar="WD",
+                   help="Adam's L2 penalty, the study's 'L2 regularisation' (default: %(default)s)")
+    if aux_weight:
+        g.add_argument("--aux-weight", type=non_negative, default=d.aux_weight, metavar="W",
+                       help="weight of the auxiliary digit loss, for models with a digit head "
+                            "(default: each model's own: 1 for siamese_aux)")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of every random draw; a round's draws depend only on it and the "
+                        "round (default: %(default)s)")
+    g.add_argument("--threads", type=whole(1, 256), default=d.threads, metavar="N",
                    help="torch threads per training (default: %(default)s)")
-    g.add_argument("--engine", choices=["stacked", "reference"], default=d.engine,
-                   help="stacked: train a model's rounds as one network, with per-round data, "
-                        "init, dropout, BatchNorm and Adam state (fast); reference: one plain "
-                        "training loop per round (default: %(default)s)")
+    g.add_argument("--engine", choices=ENGINES, default=d.engine,
+                   help="stacked: train a model's rounds as one network, each with its own "
+                        "data, init, dropout, BatchNorm and Adam state (fast); reference: one "
+                        "plain training loop per round (default: %(default)s)")
+    g.add_argument("--device", choices=DEVICES, default=d.device,
+                   help="where to train: auto picks CUDA if available, else MPS, else the CPU "
+                        "(default: %(default)s)")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="float32 (comparable across devices), TF32 matmuls on CUDA, or "
+                        "bfloat16 autocast (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is off anyway when stderr is not a terminal)")
     return p
 
 
@@ -87,230 +133,137 @@ def run_flags(out: str) -> argparse.ArgumentParser:
     """Flags shared by the commands that run rounds into a run directory."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("rounds and execution")
-    g.add_argument("--rounds", type=positive_int, default=15, help="(default: %(default)s)")
+    g.add_argument("--rounds", type=whole(1, 10_000), default=15, metavar="N",
+                   help="randomised rounds per model, each with its own pairs (default: %(default)s)")
     g.add_argument("--out", default=out, metavar="DIR",
-                   help="run directory; rerunning into it resumes (default: %(default)s)")
-    g.add_argument("--executor", choices=["serial", "process", "ray"], default="process",
-                   help="run rounds one after another, in parallel local processes, or on Ray "
+                   help="run directory; rerunning into it resumes, more --rounds or --models "
+                        "extend it (default: %(default)s)")
+    g.add_argument("--executor", choices=EXECUTORS, default="process",
+                   help="run tasks one after another, in parallel local processes, or on Ray "
                         "(pip install 'digitcmp[ray]') (default: %(default)s)")
-    g.add_argument("--workers", type=positive_int, default=None,
-                   help="parallel trainings for --executor process or a local Ray "
-                        "(default: cores / threads)")
+    g.add_argument("--workers", type=whole(1, 4096), default=None, metavar="N",
+                   help="parallel trainings for --executor process or a local Ray (default: "
+                        "one per GPU, else cores / threads)")
     g.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster to join for --executor ray (default: $RAY_ADDRESS, else "
                         "start a local Ray)")
-    g.add_argument("--stack", type=positive_int, default=None, metavar="R",
-                   help="rounds the stacked engine trains together (default: per model, as many "
-                        "as keep a step's activations within 8 MiB: 10 for baseline, 1 for "
-                        "the convnets); does not change results")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--stack", type=whole(1, 10_000), default=None, metavar="R",
+                   help="rounds the stacked engine trains together; does not change results "
+                        "(default: on a CPU, as many as keep a step's activations within 8 MiB; "
+                        "on a GPU, all)")
     g.add_argument("--save-checkpoints", action="store_true",
-                   help="save every round's model in OUT/checkpoints/")
+                   help="save every round's trained model in OUT/checkpoints/")
     return p
 
 
-def config_from(args: argparse.Namespace, **extra) -> Config:
-    return Config(data=args.data, data_dir=args.data_dir, test_dir=args.test_dir, pairs=args.pairs,
-                  val_pairs=args.val_pairs, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                  aux_weight=args.aux_weight, seed=args.seed, threads=args.threads,
-                  engine=args.engine, plugins=list(args.plugin), **extra)
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    width = max(len(n) for n in MODELS)
-    for name, cls in MODELS.items():
-        print(f"{name:<{width}}  {count_params(cls()):>9,}  {cls.description}")
-    return 0
-
-
-def run_and_report(config: Config, args: argparse.Namespace) -> tuple[Path, list[dict]]:
-    """Run config's missing rounds into args.out, then write its tables, figures and report.
-    Returns the report's path and every round's result."""
-    results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
-                             progress=not args.no_progress, command=sys.argv,
-                             save_checkpoints=args.save_checkpoints, stack=args.stack,
-                             ray_address=args.ray_address)
-    report, table = write_report(args.out)
-    print(f"\nTable III ({args.out}):\n\n{table}")
-    return report, results
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    report, _ = run_and_report(config_from(args, models=args.models, rounds=args.rounds), args)
-    print(f"Report: {report}")
-    return 0
-
-
-def cmd_ablation(args: argparse.Namespace) -> int:
-    if args.aux_weight is not None:
-        raise RunError("--aux-weight: the ablation sets the aux weight per arm (0 or 1); "
-                       "use --aux-weights for the sweep")
-    config = ablation_config(config_from(args, rounds=args.rounds), args.aux_weights)
-    report, _ = run_and_report(config, args)
-    effects = Path(args.out) / "effects.md"
-    if effects.exists():
-        print(effects.read_text().split("\n\n", 1)[1])
-    print(f"Report: {report}")
-    return 0
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, sweep_rows, write_sweep
-
-    variants = load_sweep(args.sweep_file)
-    config = config_from(args, models=list(variants), rounds=args.rounds, variants=variants)
-    report, results = run_and_report(config, args)
-    table = write_sweep(args.out, sweep_rows(results, variants))
-    if not config.val_pairs:
-        print("digitcmp: --val-pairs 0: no validation split, so no grid point is named best")
-    print(f"\nSweep ({args.out}/sweep.csv):\n\n{table}\nReport: {report}")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import save_checkpoint
-
-    if args.model not in MODELS:
-        raise RunError(f"unknown model {args.model!r}; known: {', '.join(MODELS)}")
-    config = config_from(args, models=[args.model], rounds=1)
-    source = source_for(config)
-    print(f"digitcmp: data source: {source.describe()}")
-    [(model, data, result)] = train_rounds(config, args.model, [args.round])
-    print(f"{args.model}: train error {100 * result['train_error']:.2f} %, "
-          f"test error {100 * result['test_error']:.2f} % "
-          f"({len(data.train)} train / {len(data.test)} test pairs, {result['seconds']:.0f} s)")
-    if args.save:
-        metrics = {k: v for k, v in result.items() if k.endswith("error")}
-        save_checkpoint(args.save, model, args.model, config=config.to_dict(), source=source.info(),
-                        mean=data.mean, std=data.std, metrics=metrics, round=args.round)
-        print(f"saved {args.save}")
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-    import json
-
-    from .predict import load, load_pairs
-
-    if bool(args.images) == bool(args.pairs) or len(args.images) not in (0, 2):
-        raise DataError("give two images A B, or --pairs FILE")
-    predictor = load(args.checkpoint)
-    if args.images:
-        a, b = args.images
-        res = predictor.predict(a, b)
-        if args.json:
-            print(json.dumps({"a": a, "b": b, **res}))
-            return 0
-        if "digit_a" in res:
-            print(f"{a}: {res['digit_a']} (p={res['p_digit_a']:.3f})")
-            print(f"{b}: {res['digit_b']} (p={res['p_digit_b']:.3f})")
-        print(f"A <= B: {'yes' if res['leq'] else 'no'} (p(A <= B)={res['p_leq']:.3f})")
-        return 0
-    rows = predictor.predict_pairs(load_pairs(args.pairs))
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    out = args.out or str(Path(args.pairs).with_suffix("")) + ".predictions.csv"
-    fields = ["index", *rows[0].keys()] if rows else ["index"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({"index": i, **row} for i, row in enumerate(rows))
-    atomic_write(out, buf.getvalue())
-    print(f"wrote {len(rows)} predictions to {out}")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    report, _ = write_report(args.run_dir)
-    print(f"wrote {report} and {report.parent / 'figures'}/")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="digitcmp",
-        description="Compare two MNIST digits: reproduce and extend the weight-sharing / "
-                    "auxiliary-loss study.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog="digitcmp", allow_abbrev=False,
+                    description="Compare two MNIST digits: reproduce and extend the weight-sharing "
+                                "/ auxiliary-loss study (EE-559 mini-project 1).")
     parser.add_argument("--version", action="version", version=f"digitcmp {__version__}")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first, so the models it registers can be used "
-                             "(repeatable)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    plugin_flag(parser, "plugin")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: DIGITCMP_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    p = sub.add_parser("models", help="list the registered models with their parameter counts")
-    p.set_defaults(func=cmd_models)
+    def command(name: str, func, summary: str, description: str, parents=()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=list(parents), help=summary, description=description,
+                           allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        plugin_flag(p, "plugin_after")
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("reproduce", parents=[training_flags(), run_flags("runs/reproduce")],
-                       help="train models over randomised rounds and print Table III")
-    p.add_argument("--models", nargs="+", default=STUDY_MODELS, metavar="NAME",
-                   help="models to compare (default: %(default)s)")
-    p.set_defaults(func=cmd_reproduce)
+    p = command("models", commands.cmd_models, "list the registered models",
+                "List every registered model with its parameter count and a one-line "
+                "description, or print one model's layers (the study's Tables I and II).")
+    p.add_argument("--layers", metavar="NAME", help="print NAME's layers, output shapes and parameters")
 
-    p = sub.add_parser("ablation", parents=[training_flags(), run_flags("runs/ablation")],
-                       help="the 2x2 weight sharing x auxiliary loss ablation with paired "
-                            "statistics (effects.md) and an aux-weight sweep")
-    p.add_argument("--aux-weights", nargs="*", type=non_negative_float, default=list(SWEEP_WEIGHTS),
+    p = command("reproduce", commands.cmd_reproduce, "train models over randomised rounds; print Table III",
+                "Train each model for --rounds rounds, each on its own randomly drawn pairs, and "
+                "print the study's Table III beside ours. Writes the run directory (--out): "
+                "config.json, rounds.jsonl, summary.csv/.md, epochs.csv, report.md and figures/.",
+                [training_flags(), run_flags("runs/reproduce")])
+    p.add_argument("--models", nargs="+", default=list(STUDY_MODELS), metavar="NAME",
+                   help="models to compare (default: " + " ".join(STUDY_MODELS) + ")")
+
+    p = command("ablation", commands.cmd_ablation,
+                "the 2x2 weight sharing x auxiliary loss ablation, with an aux-weight sweep",
+                "Train the four arms of the 2 x 2 design (separate, separate_aux, siamese, "
+                "siamese_aux) on the same pairs round by round, and the shared arm at each "
+                "--aux-weights; write the paired effects (effects.md, effects.csv).",
+                [training_flags(aux_weight=False), run_flags("runs/ablation")])
+    p.add_argument("--aux-weights", nargs="+", type=non_negative, default=list(ABLATION_AUX_WEIGHTS),
                    metavar="W", help="auxiliary-loss weights swept on the shared arm; 0 and 1 are "
-                                     "the arms siamese and siamese_aux (default: %(default)s)")
-    p.set_defaults(func=cmd_ablation)
+                                     "the arms siamese and siamese_aux (default: "
+                                     + " ".join(f"{w:g}" for w in ABLATION_AUX_WEIGHTS) + ")")
 
-    p = sub.add_parser("sweep", parents=[training_flags(), run_flags("runs/sweep")],
-                       help="train every point of a grid of training options (a TOML file) for "
-                            "N rounds; the best point is chosen on validation pairs")
+    p = command("sweep", commands.cmd_sweep, "train every point of a grid of training options",
+                "Train every point of a grid of training options (a TOML file, see "
+                "examples/sweep.toml) for --rounds rounds; the best point is chosen on the "
+                "validation pairs (--val-pairs), never on test pairs.",
+                [training_flags(), run_flags("runs/sweep")])
     p.add_argument("sweep_file", metavar="SWEEP.toml",
-                   help="[grid] table: model and training options, each a value or a list "
-                        "(see examples/sweep.toml)")
-    p.set_defaults(func=cmd_sweep, val_pairs=200)
+                   help="a [grid] table: model and training options, each a value or a list")
+    p.set_defaults(val_pairs=200)
 
-    p = sub.add_parser("train", parents=[training_flags()],
-                       help="train one model on one round's pairs and optionally save it")
+    p = command("train", commands.cmd_train, "train one model on one round's pairs; save it",
+                "Train one model on one round's training pairs, print its train and test error, "
+                "and optionally save it as a checkpoint for `digitcmp predict`.",
+                [training_flags()])
     p.add_argument("--model", required=True, metavar="NAME", help="a name from `digitcmp models`")
-    p.add_argument("--round", type=int, default=0,
+    p.add_argument("--round", type=whole(0, 9_999), default=0,
                    help="which round's pairs to train and test on (default: %(default)s)")
-    p.add_argument("--save", metavar="PATH", help="write a checkpoint here (e.g. model.pt)")
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--save", metavar="PATH", help="write the trained model here (e.g. model.pt)")
+    p.add_argument("--force", action="store_true", help="replace an existing --save file")
 
-    p = sub.add_parser("predict", help="compare two digit images, or a file of pairs, "
-                                       "with a saved model")
-    p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("images", nargs="*", metavar="IMAGE",
-                   help="two images A B (any format Pillow reads, either polarity)")
-    p.add_argument("--pairs", metavar="FILE",
+    p = command("predict", commands.cmd_predict, "compare two digit images, or a file of pairs",
+                "Compare two digit images (any format Pillow reads, either polarity), or every "
+                "pair of an N x 2 x 14 x 14 tensor file, with a saved model.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a model saved by `digitcmp train --save`")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="two images A B")
+    p.add_argument("--pairs-file", metavar="FILE",
                    help=".npz or .pt holding an N x 2 x 14 x 14 tensor of pooled digits (0-255)")
     p.add_argument("--out", metavar="CSV",
-                   help="where --pairs predictions go (default: FILE.predictions.csv)")
+                   help="where --pairs-file predictions go (default: FILE.predictions.csv)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(func=cmd_predict)
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where the model runs (default: %(default)s)")
 
-    p = sub.add_parser("report", help="write figures and report.md for a run directory")
+    p = command("report", commands.cmd_report, "(re)write the tables, figures and report.md of a run",
+                "Write summary tables, epochs.csv, figures (PNG, SVG, PDF) and report.md for a "
+                "run directory, also for a run still in progress or stopped early.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sys.path.insert(0, os.getcwd())  # so --plugin finds a module in the current directory
-    for module in args.plugin:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            print(f"digitcmp: error: --plugin {module}: {e}", file=sys.stderr)
-            return 2
+    args = build_parser().parse_args(argv)
+    args.plugin = args.plugin + args.plugin_after
+    debug = args.debug or os.environ.get("DIGITCMP_DEBUG") == "1"
     try:
+        from .plugins import resolve_plugin
+
+        args.plugin = [resolve_plugin(p) for p in args.plugin]
         return args.func(args)
-    except (DataError, RunError, CheckpointError) as e:
+    except DigitcmpError as e:
+        if debug:
+            raise
         print(f"digitcmp: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ndigitcmp: interrupted; finished rounds are saved, rerun the same command to "
               "resume", file=sys.stderr)
         return 130
-    return 2
+    except Exception as e:  # a bug: still one line, and the way to see more
+        if debug:
+            raise
+        where = str(e).splitlines()[0][:300] if str(e) else ""
+        print(f"digitcmp: internal error: {type(e).__name__}: {where} (rerun with --debug for "
+              "the traceback, and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

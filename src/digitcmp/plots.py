@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from .files import atomic_write  # noqa: E402
 from .models import MODELS, label  # noqa: E402
+from .stats import by_model  # noqa: E402
 
 # SVG element ids are random unless salted; PNG/SVG carry a date and version unless removed.
 STABLE = {"svg.hashsalt": "digitcmp", "svg.fonttype": "path", "figure.dpi": 100,
@@ -42,12 +43,6 @@ def colours(models: list[str]) -> dict[str, str]:
     order = list(MODELS) + [m for m in models if m not in MODELS]
     palette = plt.get_cmap("tab10").colors
     return {m: matplotlib.colors.to_hex(palette[order.index(m) % 10]) for m in models}
-
-
-def by_model(results: list[dict], models: list[str]) -> dict[str, list[dict]]:
-    out = {m: sorted((r for r in results if r["model"] == m), key=lambda r: r["round"])
-           for m in models}
-    return {m: rs for m, rs in out.items() if rs}
 
 
 def fig_errors_per_round(groups, col):

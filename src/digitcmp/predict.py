@@ -14,16 +14,22 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .data import DataError, pool14
+from .data.sources import pool14
+from .errors import DataError
 
 
 def mnist_like(image: np.ndarray, where: str = "image") -> np.ndarray:
     """A grayscale image (any size, either polarity, 0-255) -> a 28x28 uint8 MNIST-style digit."""
     from PIL import Image
 
-    img = np.asarray(image, dtype=np.float64)
+    try:
+        img = np.asarray(image, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{where}: not an image array ({e})") from None
     if img.ndim != 2 or min(img.shape) < 2:
         raise DataError(f"{where}: expected a 2-D grayscale image, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise DataError(f"{where}: the image holds non-finite values")
     # The background is what dominates the border; MNIST wants it black.
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     background = np.median(border)
@@ -48,13 +54,24 @@ def mnist_like(image: np.ndarray, where: str = "image") -> np.ndarray:
     return out.round().astype(np.uint8)
 
 
+MAX_PIXELS = 4096 * 4096  # a digit needs far fewer; larger files are refused before decoding
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Any image Pillow reads -> 2-D float array 0-255; transparency is composited on white."""
+    """Any image Pillow reads -> 2-D float array 0-255; transparency is composited on white,
+    16-bit images are scaled (not clipped) to 0-255."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataError(f"{path}: image of {im.width} x {im.height} pixels; digitcmp reads "
+                                f"images of up to {MAX_PIXELS:,} pixels")
             im.load()
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                # Wide grayscale: 16-bit PNGs open as I;16 or I with values 0-65535.
+                a = np.asarray(im, dtype=np.float64)
+                return np.clip(a if im.mode == "F" else a / 257.0, 0, 255)
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 canvas.alpha_composite(im.convert("RGBA"))
@@ -62,8 +79,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(im.convert("L"), dtype=np.float64)
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e})") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an image") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: not a readable image ({str(e).splitlines()[0][:160]})") from None
 
 
 class Predictor:
@@ -84,7 +103,8 @@ class Predictor:
     @torch.inference_mode()
     def predict_pairs(self, pairs: torch.Tensor) -> list[dict]:
         """Predictions for an N x 2 x 14 x 14 tensor of pooled digits in the 0-255 range."""
-        logits, digits = self.model((pairs.float() - self.mean) / self.std)
+        device = next(self.model.parameters()).device
+        logits, digits = self.model(((pairs.float() - self.mean) / self.std).to(device))
         p_leq = torch.softmax(logits, 1)[:, 1]
         out = [{"p_leq": float(p), "leq": bool(p >= 0.5)} for p in p_leq]
         if digits is not None:
@@ -101,9 +121,9 @@ class Predictor:
         return self.predict_pairs(pair)[0]
 
 
-def load(path: str | os.PathLike) -> Predictor:
-    """Load a checkpoint written by ``digitcmp train --save`` as a Predictor."""
-    return Predictor(*load_checkpoint(path))
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
+    """Load a checkpoint written by ``digitcmp train --save`` as a Predictor on ``device``."""
+    return Predictor(*load_checkpoint(path, device))
 
 
 def load_pairs(path: str | os.PathLike) -> torch.Tensor:
@@ -130,4 +150,7 @@ def load_pairs(path: str | os.PathLike) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (2, 14, 14):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise DataError(f"{path}: expected a tensor of shape N x 2 x 14 x 14, got {shape}")
+    if x.is_complex() or x.dtype == torch.bool or not torch.isfinite(x.float()).all():
+        raise DataError(f"{path}: pixel values must be finite real numbers (0-255); this "
+                        f"{x.dtype} tensor holds others")
     return x

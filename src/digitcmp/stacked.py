@@ -21,7 +21,7 @@ dropout masks, BatchNorm statistics and optimiser state; what differs from the r
 is float summation order and which random numbers the dropout masks are made of.
 
 A model stacks if every module with parameters or buffers is one of the layers above (true of
-the study's models and the ablation arms) and it has no training recipe of its own;
+the study's models and the ablation arms) and it trains as one network on shuffled pairs;
 ``stackable`` says whether a model does.
 """
 
@@ -32,6 +32,8 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .models.registry import PairModel
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -145,8 +147,11 @@ _STACKED = {nn.Linear: StackedLinear, nn.Conv2d: StackedConv2d,
 
 def stackable(model: nn.Module) -> bool:
     """Whether every module holding parameters or buffers is a layer this engine can stack, and
-    the model trains with the plain loop (a model with its own recipe, ``fit``, trains alone)."""
-    if hasattr(model, "fit"):
+    the model trains as one network with the study's batches (an ensemble, or a recipe that
+    makes its own epoch pairs, trains alone)."""
+    if not isinstance(model, PairModel) or model.members() != [model]:
+        return False
+    if type(model).epoch_pairs.__func__ is not PairModel.epoch_pairs.__func__:
         return False
     for m in model.modules():
         own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
@@ -155,7 +160,7 @@ def stackable(model: nn.Module) -> bool:
     return True
 
 
-def stack(models: list[nn.Module], dropout_generators: list[torch.Generator]) -> nn.Module:
+def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generator]) -> nn.Module:
     """One network holding the R ``models`` (same class, each initialised for its own round)."""
     if not stackable(models[0]):
         raise TypeError(f"{type(models[0]).__name__} has layers the stacked engine cannot stack")

@@ -11,22 +11,30 @@ def mean_std(values) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan")
 
 
+def split_stats(records: list[dict], splits=("train", "test")) -> dict:
+    """Mean and std over ``records`` of each split's error: ``{split}_error_mean`` and
+    ``{split}_error_std`` (NaN where no record has the split)."""
+    out = {}
+    for split in splits:
+        values = [r[f"{split}_error"] for r in records if r.get(f"{split}_error") is not None]
+        m, s = mean_std(values) if values else (float("nan"), float("nan"))
+        out.update({f"{split}_error_mean": m, f"{split}_error_std": s})
+    return out
+
+
+def by_model(results: list[dict], models: list[str] | None = None) -> dict[str, list[dict]]:
+    """Each model's records sorted by round, models in ``models`` order, then any others."""
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: (r["model"], r["round"])):
+        groups.setdefault(r["model"], []).append(r)
+    order = [m for m in (models or []) if m in groups] + [m for m in groups if m not in (models or [])]
+    return {m: groups[m] for m in order}
+
+
 def summarise(results: list[dict], models: list[str] | None = None) -> list[dict]:
     """One row per model (in ``models`` order, then any others): Table III's numbers as fractions."""
-    by_model: dict[str, list[dict]] = {}
-    for r in sorted(results, key=lambda r: (r["model"], r["round"])):
-        by_model.setdefault(r["model"], []).append(r)
-    order = [m for m in (models or []) if m in by_model] + [m for m in by_model
-                                                            if m not in (models or [])]
-    rows = []
-    for m in order:
-        rs = by_model[m]
-        tr_mean, tr_std = mean_std([r["train_error"] for r in rs])
-        te_mean, te_std = mean_std([r["test_error"] for r in rs])
-        rows.append({"model": m, "params": rs[0].get("params"), "rounds": len(rs),
-                     "train_error_mean": tr_mean, "train_error_std": tr_std,
-                     "test_error_mean": te_mean, "test_error_std": te_std})
-    return rows
+    return [{"model": m, "params": rs[0].get("params"), "rounds": len(rs), **split_stats(rs)}
+            for m, rs in by_model(results, models).items()]
 
 
 def paired(diffs, confidence: float = 0.95) -> dict:

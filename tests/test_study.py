@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digitcmp.models import MODELS, PairModel, count_params, get_model_class, register
+from digitcmp.models import MODELS, count_params
 
 
 @pytest.mark.parametrize("name, params", [("baseline", 73954), ("cnn", 77530), ("siamese_aux", 69849)])
@@ -27,8 +27,16 @@ def test_siamese_head_is_binary_cross_entropy():
     assert torch.allclose(F.cross_entropy(logits, target), bce, atol=1e-6)
 
 
-def test_register_rejects_duplicates_and_unknown_names():
-    with pytest.raises(ValueError, match="already registered"):
-        register("cnn")(type("X", (PairModel,), {}))
-    with pytest.raises(KeyError, match="unknown model 'nope'"):
-        get_model_class("nope")
+def test_ablation_arms_are_parameter_matched_and_differ_only_in_the_factor():
+    arms = {"separate": False, "separate_aux": True, "siamese": False, "siamese_aux": True}
+    counts = {arm: count_params(MODELS[arm]()) for arm in arms}
+    assert max(counts.values()) / min(counts.values()) <= 1.05
+    assert {arm: MODELS[arm].default_aux_weight > 0 for arm in arms} == arms
+    assert len({MODELS[arm].default_lr for arm in arms}) == 1
+    # The arms without aux loss are the arms with it, minus the loss: same init in a round.
+    for plain, with_aux in (("siamese", "siamese_aux"), ("separate", "separate_aux")):
+        torch.manual_seed(0)
+        a = MODELS[plain]().state_dict()
+        torch.manual_seed(0)
+        b = MODELS[with_aux]().state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)

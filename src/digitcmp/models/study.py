@@ -1,59 +1,12 @@
-"""Architectures and the name -> class registry every command uses.
-
-Every model takes ``x`` of shape N x 2 x 14 x 14 and returns ``(target_logits, digit_logits)``:
-target logits N x 2 (class 1 means "first digit <= second"), digit logits N x 2 x 10 or None for
-models without a digit head. A single-logit head s is returned as the two logits [0, s], whose
-cross-entropy equals binary cross-entropy on s, so one loss function serves every model.
-
-A user adds a model with ``@register("name")`` on an ``nn.Module`` subclass that follows this
-interface and sets the class attributes below; it then works in every command.
-"""
+"""The study's three models (its Tables I and II and Fig. 1) and the arms of the 2 x 2 ablation
+that separates weight sharing from the auxiliary loss."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-MODELS: dict[str, type[nn.Module]] = {}
-
-
-def register(name: str):
-    """Class decorator: make a model available to every command under ``name``."""
-
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        cls.name = name
-        MODELS[name] = cls
-        return cls
-
-    return add
-
-
-def get_model_class(name: str) -> type[nn.Module]:
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    return MODELS[name]
-
-
-def label(name: str) -> str:
-    """How tables and figures name a model: its ``label`` (the study's names), else its name."""
-    cls = MODELS.get(name)
-    return (cls.label or name) if cls else name
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-class PairModel(nn.Module):
-    """Base class: the attributes the training loop and the CLI read."""
-
-    name = ""
-    label = ""  # how tables and figures name the model
-    description = ""
-    default_lr = 5e-4
-    default_aux_weight = 0.0  # weight of the digit cross-entropy; 0 for models without digits
+from .registry import PairModel, register
 
 
 @register("baseline")
@@ -182,5 +135,3 @@ class Separate(SeparateAux):
     description = "ablation: separate_aux trained without the digit loss (no sharing, no aux)"
     default_aux_weight = 0.0
 
-
-from . import sota  # noqa: E402, F401  (registers our own models, probcmp and probcmp_small)

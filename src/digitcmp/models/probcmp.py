@@ -1,4 +1,4 @@
-"""Our own models: ``probcmp`` and ``probcmp_small`` (issue 5: the lowest test error we can reach).
+"""Our own models, ``probcmp`` and ``probcmp_small``: the lowest test error we can reach.
 
 What they exploit about the task:
 
@@ -6,10 +6,10 @@ What they exploit about the task:
   classifier shared by both images gives p_a and p_b, and the comparison is computed,
   P(a <= b) = sum over i <= j of p_a(i) p_b(j) (``p_leq``). Model 3's learned Linear(10, 1) on
   z_a - z_b cannot represent "<=" for every pair of classes, and its errors add to the digits'.
-- So every training pair is two labelled digits, and the recipe (``fit``) trains the classifier on
+- So every training pair is two labelled digits, and the recipe trains the classifier on
   the 2,000 digits of the 1,000 training pairs: random small affine jitter (rotation, scale,
   shear, shift: labels stay true), label smoothing, a one-cycle learning rate. The pair loss is
-  kept, on the digits *re-paired* at random each epoch (``repair``): a new pair's target is
+  kept, on the digits *re-paired* at random each epoch (``re_pair``): a new pair's target is
   computed from its classes, so it stays true, and the loss weighs the confusions that flip a
   comparison.
 - ``probcmp`` averages the digit distributions of a few independently initialised classifiers.
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Pairs
-from .models import PairModel, register
+from ..data.pairs import Pairs
+from .registry import PairModel, register
 
 
 def p_leq(pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ def jitter(x: torch.Tensor, gen: torch.Generator, rotate: float = 12.0, scale: f
     return F.grid_sample(x - background, grid, align_corners=False) + background
 
 
-def repair(digits: torch.Tensor, classes: torch.Tensor, gen: torch.Generator) -> Pairs:
+def re_pair(digits: torch.Tensor, classes: torch.Tensor, gen: torch.Generator) -> Pairs:
     """New pairs from 2N labelled digits (2N x 1 x H x W, 2N classes): a random permutation,
     consecutive digits paired, the target computed from the classes so it stays true."""
     idx = torch.randperm(len(classes), generator=gen)[: len(classes) // 2 * 2].view(-1, 2)
@@ -81,11 +81,25 @@ def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
-def digit_net(width: int) -> nn.Sequential:
+class DigitNet(nn.Sequential):
+    """One member of probcmp: a digit classifier (``classify``), trained as a pair model whose
+    comparison is computed from the two digits' distributions."""
+
+    def classify(self, digits: torch.Tensor) -> torch.Tensor:
+        """10 logits per digit image (M x 1 x 14 x 14)."""
+        return super().forward(digits)
+
+    def forward(self, x: torch.Tensor):
+        n = x.shape[0]
+        logits = self.classify(x.reshape(2 * n, 1, *x.shape[2:]))
+        return compare(F.softmax(logits, 1).view(n, 2, 10)), logits.view(n, 2, 10)
+
+
+def digit_net(width: int) -> DigitNet:
     """A VGG-style classifier for one 1 x 14 x 14 digit: two 3x3 conv blocks at 14x14, two at
     7x7 (2x the channels), global average pooling, a linear map to 10 logits."""
     w2 = 2 * width
-    return nn.Sequential(
+    return DigitNet(
         *conv_block(1, width), *conv_block(width, width), nn.MaxPool2d(2),
         *conv_block(width, w2), *conv_block(w2, w2), nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w2, 10),
@@ -95,58 +109,37 @@ def digit_net(width: int) -> nn.Sequential:
 class ProbCmpBase(PairModel):
     """Shared digit classifiers (an ensemble of ``members``) and the computed comparison."""
 
-    members = 1
+    members_count = 1
     width = 32
+    default_lr = 4e-3  # peak of the one-cycle schedule
+    default_aux_weight = 1.0  # weight of the digit loss; the pair loss has weight 1
     # The recipe's ingredients, switchable so that each one's contribution can be measured
     # (benchmarks/probcmp_ingredients.py registers a model without each).
     use_jitter = True  # random affine jitter of the training digits
-    pair_loss = True  # the comparison's cross-entropy on re-paired digits, beside the digit loss
+    target_loss = True  # the comparison's cross-entropy on re-paired digits, beside the digit loss
+    target_is_log_prob = True  # compare() returns log-probabilities
     label_smoothing = 0.1
-    one_cycle = True  # one-cycle learning rate (peak lr); else a constant lr
-    default_lr = 4e-3  # peak of the one-cycle schedule
-    default_aux_weight = 1.0  # weight of the digit loss; the pair loss has weight 1
+    one_cycle = True
 
     def __init__(self):
         super().__init__()
-        self.nets = nn.ModuleList(digit_net(self.width) for _ in range(self.members))
+        self.nets = nn.ModuleList(digit_net(self.width) for _ in range(self.members_count))
 
     def forward(self, x: torch.Tensor):
         n = x.shape[0]
         digits = x.reshape(2 * n, 1, *x.shape[2:])
-        probs = torch.stack([F.softmax(net(digits), 1) for net in self.nets]).mean(0).view(n, 2, 10)
+        probs = torch.stack([F.softmax(net.classify(digits), 1) for net in self.nets]).mean(0).view(n, 2, 10)
         # Log-probabilities as digit logits: softmax gives back the ensemble's distribution.
         return compare(probs), probs.clamp_min(1e-12).log()
 
-    def fit(self, train: Pairs, config, lr: float, aux_weight: float, gen: torch.Generator) -> list[float]:
-        """The recipe (used instead of the plain loop): each member for ``config.epochs`` epochs
-        of jittered, re-paired training digits; returns the per-epoch loss, averaged over members."""
+    def members(self) -> list[nn.Module]:
+        return list(self.nets)
+
+    @classmethod
+    def epoch_pairs(cls, train: Pairs, gen: torch.Generator) -> Pairs:
+        """Each epoch, the training pairs' 2N digits, jittered, re-paired at random."""
         digits = train.input.reshape(-1, 1, *train.input.shape[2:])
-        classes = train.classes.reshape(-1)
-        steps = math.ceil(len(train) / config.batch_size)
-        losses = torch.zeros(config.epochs, dtype=torch.float64)
-        for net in self.nets:
-            opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay)
-            sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=config.epochs * steps)
-                     if self.one_cycle else None)
-            net.train()
-            for epoch in range(config.epochs):
-                pairs = repair(jitter(digits, gen) if self.use_jitter else digits, classes, gen)
-                for i in range(0, len(pairs), config.batch_size):
-                    x, t, c = (v[i:i + config.batch_size] for v in (pairs.input, pairs.target, pairs.classes))
-                    if len(t) < 2:  # BatchNorm cannot train on a batch of one
-                        continue
-                    logits = net(x.reshape(-1, 1, *x.shape[2:]))
-                    loss = aux_weight * 2 * F.cross_entropy(logits, c.flatten(),
-                                                            label_smoothing=self.label_smoothing)
-                    if self.pair_loss:
-                        loss = loss + F.nll_loss(compare(F.softmax(logits, 1).view(-1, 2, 10)), t)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if sched is not None:
-                        sched.step()
-                    losses[epoch] += loss.item() * len(t) / len(pairs) / self.members
-        return losses.tolist()
+        return re_pair(jitter(digits, gen) if cls.use_jitter else digits, train.classes.reshape(-1), gen)
 
 
 @register("probcmp")
@@ -155,7 +148,7 @@ class ProbCmp(ProbCmpBase):
     label = "ProbCmp"
     description = ("ours: 3 shared VGG-style digit nets, computed P(a<=b), jitter + re-pairing, "
                    "label smoothing, one-cycle")
-    members = 3
+    members_count = 3
 
 
 @register("probcmp_small")
@@ -163,4 +156,4 @@ class ProbCmpSmall(ProbCmpBase):
     __doc__ = ProbCmpBase.__doc__
     label = "ProbCmp small"
     description = "ours, within the study's budget (<= 70k params, 25 epochs): one probcmp digit net"
-    members = 1
+    members_count = 1

@@ -1,12 +1,13 @@
-"""Our own models (sota.py): the computed comparison, the augmentations, a short run that learns."""
+"""Our own models (models/probcmp.py): the computed comparison, the augmentations, a short run that learns."""
 
 import itertools
 
 import torch
 
+from digitcmp.config import Config
 from digitcmp.models import count_params, get_model_class
-from digitcmp.sota import comparison_logits, jitter, p_leq, repair
-from digitcmp.train import Config, train_rounds
+from digitcmp.models.probcmp import comparison_logits, jitter, p_leq, re_pair
+from digitcmp.train import train_rounds
 
 
 def brute_p_leq(pa, pb):
@@ -45,10 +46,10 @@ def test_swapping_the_digits_flips_the_prediction_except_for_equal_digits():
     torch.testing.assert_close(p_swapped, 1 - p + p_equal, atol=1e-5, rtol=0)
 
 
-def test_repairing_keeps_every_digit_and_computes_true_targets():
+def test_re_pairing_keeps_every_digit_and_computes_true_targets():
     classes = torch.arange(40) % 10
     digits = classes.float().view(-1, 1, 1, 1).expand(40, 1, 14, 14).clone()  # pixels = class
-    pairs = repair(digits, classes, torch.Generator().manual_seed(1))
+    pairs = re_pair(digits, classes, torch.Generator().manual_seed(1))
     assert pairs.input.shape == (20, 2, 14, 14)
     assert torch.equal(pairs.input[:, :, 0, 0].long(), pairs.classes)  # each digit kept its class
     assert torch.equal(pairs.target, (pairs.classes[:, 0] <= pairs.classes[:, 1]).long())
@@ -72,9 +73,10 @@ def test_probcmp_small_is_within_the_study_budget():
 
 
 def test_a_short_run_of_probcmp_small_learns():
-    # probcmp has its own recipe, so the (default) stacked engine trains it round by round with it.
+    # probcmp makes its own epoch pairs, so the (default) stacked engine trains it round by round.
     config = Config(data="embedded", pairs=200, epochs=3, batch_size=10)
-    (model, data, record), = train_rounds(config, "probcmp_small", [0])
+    [trained] = train_rounds(config, "probcmp_small", [0])
+    record = trained.record
     assert record["engine"] == "reference"
     losses = record["train_loss"]
     assert losses[-1] < losses[0]
