@@ -6,16 +6,20 @@ belong to round r), and each layer with state is swapped for a stacked version t
 independent copies of it:
 
 - ``Linear``: one batched matmul over R weight matrices;
-- ``Conv2d``: one convolution per round, in channels_last memory format (oneDNN's grouped
-  convolution, the obvious alternative, measured ~50x slower here in backward);
+- ``Conv2d``: one convolution per round on channels_last feature maps, where oneDNN's kernels,
+  pooling and BatchNorm are fast (oneDNN's grouped convolution, the obvious way to do R at
+  once, is far slower in backward); a convolution of one or two input channels as im2col and
+  one batched matmul instead;
 - ``BatchNorm``: statistics per (round, channel): R folded into the channel dimension for
   features, one call per round for feature maps;
 - ``Dropout``: masks drawn from a generator per round, so a round's masks do not depend on
   which other rounds it is stacked with.
 
 Everything else (ReLU, pooling, reshapes, the model's own ``forward``) is per-sample and runs
-unchanged. One Adam steps all rounds: Adam is element-wise, and the loss is the *sum* of the
-per-round losses, so each round's weights see exactly their own round's gradient and moments.
+unchanged, except that a ReLU followed by a max-pool is applied after it (``pool_before_relu``:
+the same function, on a quarter of the values). One Adam steps all rounds: Adam is element-wise,
+and the loss is the *sum* of the per-round losses, so each round's weights see exactly their own
+round's gradient and moments.
 Each round keeps its own data, initialisation (the reference engine's, copied in), batch order,
 dropout masks, BatchNorm statistics and optimiser state; what differs from the reference engine
 is float summation order and which random numbers the dropout masks are made of.
@@ -57,29 +61,69 @@ class StackedLinear(nn.Module):
 
 
 class StackedConv2d(nn.Module):
+    """R convolutions with the same shape, on channels_last feature maps.
+
+    A convolution of one or two input channels (a first layer, on a digit or a pair of digits)
+    runs as an explicit im2col and one batched matmul over the rounds: oneDNN's kernels for so
+    few input channels use the CPU poorly, the weight gradient most of all. Others run as one
+    oneDNN convolution per round.
+    """
+
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
         c = layers[0]
-        if c.groups != 1 or c.padding_mode != "zeros" or c.bias is None:
-            raise TypeError("only plain Conv2d layers with a bias can be stacked")
+        if c.groups != 1 or c.padding_mode != "zeros" or isinstance(c.padding, str):
+            raise TypeError("only plain Conv2d layers with numeric zero padding can be stacked")
         self.rounds, self.stride, self.padding, self.dilation = len(layers), c.stride, c.padding, c.dilation
+        self.im2col = c.in_channels <= 2 and c.stride == (1, 1) and c.dilation == (1, 1)
         w = torch.stack([m.weight.detach() for m in layers])
-        # channels_last weights make oneDNN pick its fast nhwc kernels (2x here on these shapes).
+        # channels_last weights make oneDNN pick its fast nhwc kernels, and are, per output
+        # channel, the (kh, kw, in) rows the im2col path multiplies with.
         self.weight = nn.Parameter(w.flatten(0, 1).contiguous(memory_format=torch.channels_last)
                                    .unflatten(0, w.shape[:2]))
-        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]))
+        self.bias = (nn.Parameter(torch.stack([m.bias.detach() for m in layers]))
+                     if c.bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.im2col:
+            return self._im2col(x)
         x = x.contiguous(memory_format=torch.channels_last)
-        # unbind/chunk rather than indexing: their backward is one stack/cat, not R scatters.
-        ys = [F.conv2d(xr, w, b, self.stride, self.padding, self.dilation)
-              for xr, w, b in zip(x.chunk(self.rounds), self.weight.unbind(), self.bias.unbind(),
-                                  strict=True)]
-        return torch.cat(ys)
+        biases = self.bias.unbind() if self.bias is not None else [None] * self.rounds
+        if self.rounds == 1:  # the per-round arithmetic below, without a chunk and a cat
+            y = F.conv2d(x, self.weight[0], biases[0], self.stride, self.padding, self.dilation)
+        else:
+            # unbind/chunk rather than indexing: their backward is one stack/cat, not R scatters.
+            y = torch.cat([F.conv2d(xr, w, b, self.stride, self.padding, self.dilation)
+                           for xr, w, b in zip(x.chunk(self.rounds), self.weight.unbind(), biases,
+                                               strict=True)])
+        # A one-channel input is NCHW and NHWC at once, and the convolution then answers in
+        # NCHW; keep every feature map channels_last, where pooling and BatchNorm are fast.
+        return y.contiguous(memory_format=torch.channels_last)
+
+    def _im2col(self, x: torch.Tensor) -> torch.Tensor:
+        r, (ph, pw) = self.rounds, self.padding
+        _, out_ch, in_ch, kh, kw = self.weight.shape
+        xp = F.pad(x.contiguous(), (pw, pw, ph, ph))  # B x C x Hp x Wp
+        b, _, hp, wp = xp.shape
+        n, ho, wo, k = b // r, hp - kh + 1, wp - kw + 1, in_ch * kh * kw
+        # Round r's columns: one row per (in, kh, kw) weight, plus a row of ones for the bias,
+        # one column per output pixel; copied from shifted views of the padded input in runs
+        # of a whole output row.
+        cols = xp.new_empty(r, k + (self.bias is not None), n * ho * wo)
+        cols[:, :k].view(r, in_ch, kh, kw, n, ho, wo).copy_(xp.as_strided(
+            (r, in_ch, kh, kw, n, ho, wo), (n * in_ch * hp * wp, hp * wp, wp, 1, in_ch * hp * wp, wp, 1)))
+        w = self.weight.reshape(r, out_ch, k)
+        if self.bias is not None:  # the bias as one more weight: no separate pass to add it
+            cols[:, k] = 1
+            w = torch.cat((w, self.bias.unsqueeze(2)), 2)
+        y = torch.bmm(cols.transpose(1, 2), w.transpose(1, 2))
+        # Rows are (image, h, w) and columns channels: NHWC memory, i.e. channels_last NCHW.
+        return y.view(b, ho, wo, out_ch).permute(0, 3, 1, 2)
 
     def unstacked(self, r: int, layer: nn.Conv2d) -> None:
         layer.weight.data.copy_(self.weight[r])
-        layer.bias.data.copy_(self.bias[r])
+        if self.bias is not None:
+            layer.bias.data.copy_(self.bias[r])
 
 
 class StackedBatchNorm(nn.Module):
@@ -107,14 +151,14 @@ class StackedBatchNorm(nn.Module):
                              self.running_var, self.weight.flatten(), self.bias.flatten(),
                              self.training, self.momentum, self.eps)
             return y.unflatten(1, (r, -1)).transpose(0, 1).flatten(0, 1)
-        # Feature maps: the same permute costs ~0.7 s per 24 MB copy here (strided 5-d copies are
-        # slow on CPU), so each round's contiguous slice gets its own call instead; the running
-        # statistics are updated in place through views of the stacked buffers.
+        # Feature maps: the same permute would be a strided 5-d copy, slow on a CPU, so each
+        # round's contiguous slice gets its own call instead; the running statistics are
+        # updated in place through views of the stacked buffers.
         ys = [F.batch_norm(xr, m, v, w, b, self.training, self.momentum, self.eps)
               for xr, m, v, w, b in zip(x.chunk(r), self.running_mean.view(r, -1).unbind(),
                                         self.running_var.view(r, -1).unbind(), self.weight.unbind(),
                                         self.bias.unbind(), strict=True)]
-        return torch.cat(ys)
+        return ys[0] if r == 1 else torch.cat(ys)
 
     def unstacked(self, r: int, layer: nn.modules.batchnorm._BatchNorm) -> None:
         c = self.weight.shape[1]
@@ -175,7 +219,20 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
             continue
         parent, _, attr = name.rpartition(".")
         setattr(stacked.get_submodule(parent) if parent else stacked, attr, new)
+    pool_before_relu(stacked)
     return stacked
+
+
+def pool_before_relu(model: nn.Module) -> None:
+    """Swap each ReLU followed by a max-pool in a Sequential: max(relu(x)) = relu(max(x)), as
+    ReLU never decreases, so the function is unchanged, and so are its gradients but for exact
+    ties between positive values. ReLU then runs on the pooled map, a quarter of the size."""
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            layers = list(seq)
+            for i in range(len(layers) - 1):
+                if type(layers[i]) is nn.ReLU and isinstance(layers[i + 1], (nn.MaxPool1d, nn.MaxPool2d)):
+                    seq[i], seq[i + 1] = layers[i + 1], layers[i]
 
 
 def unstack(stacked: nn.Module, r: int, model: nn.Module) -> nn.Module:
@@ -201,9 +258,9 @@ def activation_bytes(model: nn.Module, batch: int) -> int:
     return sum(sizes)
 
 
-# Stacking pays while one step's activations stay in cache. Measured here (1 thread, per-round
-# time of one training step): the MLP gets 1.5x faster at 4-8 rounds a stack, but the convnets
-# (8-15 MB a round) slow down 10-25x from 4 rounds a stack as their activations leave the cache.
+# Stacking pays while one step's activations stay in cache: many small MLP steps gain from being
+# one, while a convnet's step is large enough alone and its activations would leave the cache
+# (benchmarks/step_time.py and README's Speed section).
 STACK_BUDGET = 8 * 2**20
 
 

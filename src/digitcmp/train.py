@@ -74,17 +74,19 @@ def pair_losses(out, batch: Pairs, slots: int, recipe, aux_weight: float) -> dic
 
 def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe, lr: float,
         aux_weight: float, config: Config, names: list[str], device: torch.device,
-        after_epoch: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+        after_epoch: Callable[[int], None] | None = None, fused: bool = False) -> dict[str, torch.Tensor]:
     """Train ``net`` (S = len(trains) slots) for config.epochs epochs with Adam, the recipe's
     epoch pairs and schedule; return per-epoch metrics, each an epochs x S tensor: the mean
     ``loss``, ``target_loss``, ``aux_loss`` and the error on the batches as they were trained
     (dropout on, batch statistics: ``running_train_error``).
 
     Slot s draws its epoch pairs from ``gens[s]``. A non-finite loss or weight stops training
-    with a TrainingError naming the slot (``names[s]``) and the epoch.
+    with a TrainingError naming the slot (``names[s]``) and the epoch. ``fused``: Adam's fused
+    kernel, one pass over all weights instead of a few small ops per tensor (the reference
+    engine keeps the plain one).
     """
     slots, n, bs = len(trains), len(trains[0]), config.batch_size
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused or None)
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=config.epochs * math.ceil(n / bs))
              if recipe.one_cycle else None)
     # MPS has no float64; elsewhere sums of per-batch losses are kept in double precision.
@@ -321,7 +323,8 @@ def train_stacked(config: Config, model_name: str, rounds: list[int], device: to
 
     history = fit(net, [d.train for d in on_device], [generator(config.seed, r, "batches") for r in rounds],
                   cls, lr_for(config, cls), aux_weight_for(config, cls), config,
-                  [f"{model_name} round {r}" for r in rounds], device, after_epoch)
+                  [f"{model_name} round {r}" for r in rounds], device, after_epoch,
+                  fused=device.type in ("cpu", "cuda"))
     evals = {split: evaluate(net, [d.splits()[split] for d in on_device], EVAL_CHUNK, config.precision)
              for split in on_device[0].splits()}
     train_mode = {split: train_mode_errors(net, [d.splits()[split] for d in on_device],
