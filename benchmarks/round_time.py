@@ -32,18 +32,22 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of a round (default: %(default)s)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default: %(default)s)")
     p.add_argument("--data", default="embedded", help="(default: %(default)s)")
+    p.add_argument("--engine", default=d.engine, choices=["stacked", "reference"],
+                   help="(default: %(default)s)")
     args = p.parse_args()
 
     peak = matmul_gflops(args.threads)
     # Untimed: loads the data source and warms up the kernels.
-    train_rounds(Config(models=[args.model], epochs=1, threads=args.threads, data=args.data), args.model, [0])
+    warm = Config(models=[args.model], epochs=1, threads=args.threads, data=args.data, engine=args.engine)
+    train_rounds(warm, args.model, [0])
     epoch, fixed = [], []
     for _ in range(args.repeats):
         # One round of one epoch and one of two: their difference is an epoch, the rest is the
         # round's fixed cost (data, initialisation, final evaluation).
         t = {}
         for epochs in (1, 2):
-            config = Config(models=[args.model], epochs=epochs, threads=args.threads, data=args.data)
+            config = Config(models=[args.model], epochs=epochs, threads=args.threads, data=args.data,
+                            engine=args.engine)
             start = time.perf_counter()
             train_rounds(config, args.model, [0])
             t[epochs] = time.perf_counter() - start

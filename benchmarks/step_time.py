@@ -25,7 +25,7 @@ from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.models import get_model_class
 from digitcmp.seeds import generator
-from digitcmp.stacked import rounds_per_stack, stack_models
+from digitcmp.stacked import stack_models, stack_size
 from digitcmp.train import cached_source, init_model, pair_losses
 
 
@@ -34,7 +34,7 @@ def load_stacked(path: str):
     spec = importlib.util.spec_from_file_location("stacked_other", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return getattr(module, "stack_models", None) or module.stack
+    return getattr(module, "stack_models", None) or module.stack  # digitcmp 0.1 named it stack
 
 
 def time_steps(variants: dict, cls, aux: float, steps: int) -> dict[str, list[float]]:
@@ -66,7 +66,7 @@ def main() -> None:
     ratios = []
     for name in args.models:
         cls = get_model_class(name)
-        rounds = rounds_per_stack(cls(), config.batch_size)
+        rounds = stack_size(cls(), config.batch_size)
         datas = [round_data(source, 0, r, config.pairs) for r in range(rounds)]
         lr = lr_for(config, cls)
 

@@ -33,7 +33,7 @@ def test_plan_groups_rounds_by_engine_and_stack():
     # Round-major order, so that a run stopped early holds whole rounds of every model.
     assert plan(Config(engine="reference"), todo) == [
         ("baseline", [0]), ("cnn", [1]), ("baseline", [2]), ("baseline", [3])]
-    assert plan(Config(), todo, stack_size=2) == [("baseline", [0, 2]), ("cnn", [1]), ("baseline", [3])]
+    assert plan(Config(), todo, rounds_per_task=2) == [("baseline", [0, 2]), ("cnn", [1]), ("baseline", [3])]
     # By default the MLP stacks (small activations) and the convnets do not; on a GPU all stack.
     assert plan(Config(), todo) == [("baseline", [0, 2, 3]), ("cnn", [1])]
     assert plan(Config(), todo + [("cnn", 4)], all_rounds=True) == [("baseline", [0, 2, 3]), ("cnn", [1, 4])]

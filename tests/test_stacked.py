@@ -1,6 +1,7 @@
 """The stacked engine against the reference loop it replaces."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import round_data
 from digitcmp.models import MODELS, PairModel
 from digitcmp.seeds import generator
-from digitcmp.stacked import StackedDropout, stack_models, stackable, unstack
+from digitcmp.stacked import StackedDropout, stack_models, stackable
 from digitcmp.train import cached_source, evaluate, fit, init_model, train_rounds
 
 CFG = Config(data="embedded", pairs=100, epochs=2, batch_size=25)
@@ -45,7 +46,7 @@ def test_stacked_training_equals_one_loop_per_round(name):
     evals = evaluate(net, [d.test for d in datas], chunk=30)
     assert evals == evaluate(net, [d.test for d in datas])  # chunking changes nothing
     for i in rounds:
-        got = unstack(net, i, copy.deepcopy(refs[i]))
+        got = net.unstack(i, copy.deepcopy(refs[i]))
         for (key, a), b in zip(got.state_dict().items(), refs[i].state_dict().values(), strict=True):
             assert torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2), key
         # The same function up to float summation order (a near-tie may still flip a pair's answer).
@@ -83,5 +84,17 @@ def test_models_with_other_layers_or_recipes_fall_back_to_the_reference_loop():
             return self.fc(x.flatten(1)) * self.scale, None
 
     assert not stackable(Odd())
-    # Every model stacks but those that make their own epoch pairs (probcmp), which train alone.
-    assert {name for name, c in MODELS.items() if not stackable(c())} == {"probcmp", "probcmp_small"}
+    assert all(stackable(c()) for c in MODELS.values())  # every built-in model, ensembles too
+
+
+def test_an_ensembles_members_train_as_slots_as_they_would_one_after_another():
+    """probcmp's members (no dropout) end where the reference engine's one-by-one training ends,
+    up to float summation order: same epoch pairs, jitter, initialisation and schedule."""
+    cfg = Config(**{**TINY, "pairs": 60, "batch_size": 30, "epochs": 2}, engine="stacked")
+    stacked = train_rounds(cfg, "probcmp", [0, 1])
+    reference = train_rounds(dataclasses.replace(cfg, engine="reference"), "probcmp", [0, 1])
+    for s, r in zip(stacked, reference, strict=True):
+        assert s.record["engine"] == "stacked" and r.record["engine"] == "reference"
+        for (key, a), b in zip(s.model.state_dict().items(), r.model.state_dict().values(), strict=True):
+            assert torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2), key
+        torch.testing.assert_close(s.record["train_loss"], r.record["train_loss"], rtol=1e-3, atol=1e-4)

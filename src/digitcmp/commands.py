@@ -55,7 +55,7 @@ def run_and_report(config: Config, args: argparse.Namespace) -> tuple[Path, list
     start = time.perf_counter()
     results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
                              progress=not args.no_progress, command=sys.argv, say=say,
-                             save_checkpoints=args.save_checkpoints, stack_size=args.stack,
+                             save_checkpoints=args.save_checkpoints, rounds_per_task=args.stack,
                              ray_address=args.ray_address)
     report, table = write_report(args.out, say=say)
     planned = len(config.models) * config.rounds

@@ -18,7 +18,7 @@ from .plugins import load_plugins
 from .progress import Progress
 from .provenance import versions
 from .rundir import RunDir
-from .stacked import rounds_per_stack
+from .stacked import stack_size
 from .train import source_for, train_rounds
 
 
@@ -48,12 +48,12 @@ def train_task(config: Config, arm: str, rounds: list[int], checkpoint_dir: str 
     return [t.record for t in trained]
 
 
-def plan(config: Config, todo: list[tuple[str, int]], stack_size: int | None = None,
+def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | None = None,
          all_rounds: bool = False) -> list[tuple[str, list[int]]]:
     """Group the (arm, round) pairs still to run into tasks of rounds trained together.
 
-    The reference engine trains one round per task. The stacked engine stacks ``stack_size``
-    rounds, by default as many as ``rounds_per_stack`` finds worthwhile for the model on a CPU,
+    The reference engine trains one round per task. The stacked engine trains ``rounds_per_task``
+    rounds, by default as many as ``stack_size`` finds worthwhile to stack on a CPU,
     or every round of the arm (``all_rounds``, on a GPU). A round's numbers do not depend on
     which rounds it is stacked with (its data, batches, initialisation and dropout masks come
     from its own seeds), so the grouping is not part of the config.
@@ -65,10 +65,10 @@ def plan(config: Config, todo: list[tuple[str, int]], stack_size: int | None = N
         model, cfg = resolve(config, arm)
         if cfg.engine == "reference":
             size = 1
-        elif stack_size or all_rounds:
-            size = stack_size or len(rounds)
+        elif rounds_per_task or all_rounds:
+            size = rounds_per_task or len(rounds)
         else:
-            size = rounds_per_stack(get_model_class(model)(), cfg.batch_size)
+            size = stack_size(get_model_class(model)(), cfg.batch_size)
         tasks += [(arm, rounds[i:i + size]) for i in range(0, len(rounds), size)]
     # Round-major: a run stopped early holds whole rounds of every arm, which pair up.
     order = {m: i for i, m in enumerate(arms)}
@@ -98,12 +98,12 @@ def prepare(config: Config, say: Callable = say) -> dict:
 def run_experiment(config: Config, out: str | os.PathLike, executor: str = "serial",
                    workers: int | None = None, progress: bool = True,
                    command: Iterable[str] | None = None, say: Callable = say,
-                   save_checkpoints: bool = False, stack_size: int | None = None,
+                   save_checkpoints: bool = False, rounds_per_task: int | None = None,
                    ray_address: str | None = None) -> list[dict]:
     """Run every missing (arm, round) of ``config`` into ``out`` and return all results.
 
     With ``save_checkpoints``, each round's model is saved as ``out/checkpoints/{arm}-r{round}.pt``.
-    ``stack_size`` overrides how many rounds the stacked engine trains together (see ``plan``).
+    ``rounds_per_task`` overrides how many rounds the stacked engine trains together (see ``plan``).
     """
     manifest = prepare(config, say)
     manifest["command"] = list(command) if command is not None else None
@@ -121,7 +121,7 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
         total = len(config.models) * config.rounds
         if done:
             say(f"digitcmp: resuming {run.path}: {len(done)} of {total} rounds already done")
-        tasks = plan(config, todo, stack_size, all_rounds=bool(gpus))
+        tasks = plan(config, todo, rounds_per_task, all_rounds=bool(gpus))
         epochs = {arm: resolve(config, arm)[1].epochs for arm in config.models}
         def flops(arm):
             return forward_flops(get_model_class(resolve(config, arm)[0])())

@@ -24,9 +24,9 @@ Each round keeps its own data, initialisation (the reference engine's, copied in
 dropout masks, BatchNorm statistics and optimiser state; what differs from the reference engine
 is float summation order and which random numbers the dropout masks are made of.
 
-A model stacks if every module with parameters or buffers is one of the layers above (true of
-the study's models and the ablation arms) and it trains as one network on shuffled pairs;
-``stackable`` says whether a model does.
+A model stacks if every module of its members with parameters or buffers is one of the layers
+above (true of every built-in model); ``stackable`` says whether a model does. The members of an
+ensemble (probcmp) stack like rounds: R rounds of K members are R x K slots.
 """
 
 from __future__ import annotations
@@ -154,8 +154,10 @@ class StackedBatchNorm(nn.Module):
         # Feature maps: the same permute would be a strided 5-d copy, slow on a CPU, so each
         # round's contiguous slice gets its own call instead; the running statistics are
         # updated in place through views of the stacked buffers.
+        # One round needs no chunk: its backward would copy the whole gradient.
+        xs = x.chunk(r) if r > 1 else [x]
         ys = [F.batch_norm(xr, m, v, w, b, self.training, self.momentum, self.eps)
-              for xr, m, v, w, b in zip(x.chunk(r), self.running_mean.view(r, -1).unbind(),
+              for xr, m, v, w, b in zip(xs, self.running_mean.view(r, -1).unbind(),
                                         self.running_var.view(r, -1).unbind(), self.weight.unbind(),
                                         self.bias.unbind(), strict=True)]
         return ys[0] if r == 1 else torch.cat(ys)
@@ -190,24 +192,31 @@ _STACKED = {nn.Linear: StackedLinear, nn.Conv2d: StackedConv2d,
 
 
 def stackable(model: nn.Module) -> bool:
-    """Whether every module holding parameters or buffers is a layer this engine can stack, and
-    the model trains as one network with the study's batches (an ensemble, or a recipe that
-    makes its own epoch pairs, trains alone)."""
-    if not isinstance(model, PairModel) or model.members() != [model]:
+    """Whether the model's members (the networks that train; usually the model itself) hold
+    parameters and buffers only in layers this engine can stack."""
+    if not isinstance(model, PairModel):
         return False
-    if type(model).epoch_pairs.__func__ is not PairModel.epoch_pairs.__func__:
-        return False
-    for m in model.modules():
+    for m in (m for member in model.members() for m in member.modules()):
         own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
         if own and type(m) not in _STACKED:
             return False
     return True
 
 
-def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generator]) -> nn.Module:
-    """One network holding the R ``models`` (same class, each initialised for its own round)."""
-    if not stackable(models[0]):
-        raise TypeError(f"{type(models[0]).__name__} has layers the stacked engine cannot stack")
+def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generator],
+                 group: int | None = None) -> Slots:
+    """The S ``models`` (same class and shape, each initialised for its own round, or ensemble
+    members) as S slots, in stacked networks of ``group`` slots each (default: all in one)."""
+    for m in models[0].modules():
+        if type(m) not in _STACKED and (any(m.parameters(recurse=False)) or any(m.buffers(recurse=False))):
+            raise TypeError(f"{type(m).__name__} layers cannot be stacked")
+    group = group or len(models)
+    return Slots([_stack(models[i:i + group], dropout_generators[i:i + group])
+                  for i in range(0, len(models), group)])
+
+
+def _stack(models: list[nn.Module], dropout_generators: list[torch.Generator]) -> nn.Module:
+    """One network holding ``models`` (same class and shape)."""
     stacked = copy.deepcopy(models[0])
     modules = [dict(m.named_modules()) for m in models]
     for name, mod in list(stacked.named_modules()):
@@ -220,7 +229,40 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
         parent, _, attr = name.rpartition(".")
         setattr(stacked.get_submodule(parent) if parent else stacked, attr, new)
     pool_before_relu(stacked)
+    stacked.slots = len(models)
     return stacked
+
+
+class Slots(nn.Module):
+    """S independent networks (slots) held by one or more stacked networks (groups), in slot
+    order. Like each group, it takes S equal blocks of rows, block s for slot s, and returns the
+    slots' outputs block by block.
+
+    Groups keep a stack small where a large one would not pay: a convnet's activations for many
+    slots no longer fit in the CPU's cache, and concatenating them costs more than stacking
+    saves. Only the outputs of groups are concatenated, never their activations.
+    """
+
+    def __init__(self, groups: list[nn.Module]):
+        super().__init__()
+        self.groups = nn.ModuleList(groups)
+        self.sizes = [g.slots for g in groups]
+
+    def forward(self, x: torch.Tensor):
+        if len(self.groups) == 1:
+            return self.groups[0](x)
+        rows = x.shape[0] // sum(self.sizes)
+        outs = [g(part) for g, part in zip(self.groups, x.split([s * rows for s in self.sizes]), strict=True)]
+        digits = None if outs[0][1] is None else torch.cat([o[1] for o in outs])
+        return torch.cat([o[0] for o in outs]), digits
+
+    def unstack(self, slot: int, model: nn.Module) -> nn.Module:
+        """Copy slot ``slot``'s weights and statistics into ``model`` (of the stacked class)."""
+        for g, size in zip(self.groups, self.sizes, strict=True):
+            if slot < size:
+                return unstack(g, slot, model)
+            slot -= size
+        raise IndexError(f"slot {slot} beyond the last one")
 
 
 def pool_before_relu(model: nn.Module) -> None:
@@ -245,16 +287,15 @@ def unstack(stacked: nn.Module, r: int, model: nn.Module) -> nn.Module:
 
 
 def activation_bytes(model: nn.Module, batch: int) -> int:
-    """Bytes of layer outputs one training step of ``model`` makes for a batch of ``batch`` pairs."""
+    """Bytes of layer outputs one training step of ``model`` makes for a batch of ``batch`` pairs
+    (measured on a copy: a forward pass in training mode would move BatchNorm's statistics)."""
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size()))
-             for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model.train()(torch.zeros(batch, 2, 14, 14))
-    finally:
-        for h in hooks:
-            h.remove()
+    probe = copy.deepcopy(model).cpu().train()
+    for m in probe.modules():
+        if not list(m.children()):
+            m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size()))
+    with torch.no_grad():
+        probe(torch.zeros(batch, 2, 14, 14))
     return sum(sizes)
 
 
@@ -264,6 +305,7 @@ def activation_bytes(model: nn.Module, batch: int) -> int:
 STACK_BUDGET = 8 * 2**20
 
 
-def rounds_per_stack(model: nn.Module, batch: int, budget: int = STACK_BUDGET) -> int:
-    """How many rounds of ``model`` to stack: as many as keep a step's activations within budget."""
+def stack_size(model: nn.Module, batch: int, budget: int = STACK_BUDGET) -> int:
+    """How many copies of ``model`` (rounds, or an ensemble's members) to stack on a CPU: as
+    many as keep a training step's activations within budget."""
     return max(1, budget // max(1, activation_bytes(model, batch)))

@@ -28,7 +28,7 @@ from .device import autocast, resolve_device, set_precision
 from .errors import TrainingError
 from .models import count_params, get_model_class
 from .seeds import generator, seed_for
-from .stacked import stack_models, stackable, unstack
+from .stacked import stack_models, stack_size, stackable
 
 # Rows per slot in one evaluation forward pass of a stacked network (bounds its memory).
 EVAL_CHUNK = 250
@@ -148,39 +148,52 @@ def errors(logits: torch.Tensor, digits: torch.Tensor | None, pairs: Pairs) -> d
     return out
 
 
-def _forward_slots(net: nn.Module, splits: list[Pairs], chunk: int | None, precision: str):
-    """``net``'s outputs for S splits (one per slot, equal sizes), evaluated ``chunk`` rows per
-    slot at a time: per slot, the target logits and the digit logits (or None)."""
-    n, slots = len(splits[0]), len(splits)
-    chunk = chunk or n
+def first_member(outputs: list[tuple]) -> tuple:
+    """``combine`` for networks whose slots are whole models: a round's output is its slot's."""
+    [out] = outputs
+    return out
+
+
+def _round_outputs(net: nn.Module, splits: list[Pairs], bounds: list[int], precision: str,
+                   members: int, combine) -> list[tuple]:
+    """``net``'s output on each round's split: the round's ``members`` slots all see its pairs,
+    ``bounds[i]:bounds[i+1]`` rows per forward pass, and ``combine`` makes their outputs one."""
+    slot_splits = [p for p in splits for _ in range(members)]
     device = next(net.parameters()).device
-    with autocast(device, precision):
-        outs = [net(torch.cat([p.input[i:i + chunk] for p in splits]) if slots > 1
-                    else splits[0].input[i:i + chunk]) for i in range(0, n, chunk)]
+    outs = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        with autocast(device, precision):
+            outs.append(net(torch.cat([p.input[a:b] for p in slot_splits]) if len(slot_splits) > 1
+                            else slot_splits[0].input[a:b]))
 
     def per_slot(parts):  # chunks of S*c slot-major rows -> S tensors of all N rows
-        return torch.cat([z.float().unflatten(0, (slots, -1)) for z in parts], 1).unbind()
+        return torch.cat([z.float().unflatten(0, (len(slot_splits), -1)) for z in parts], 1).unbind()
 
     logits = per_slot([o[0] for o in outs])
-    digits = per_slot([o[1] for o in outs]) if outs[0][1] is not None else [None] * slots
-    return logits, digits
+    digits = per_slot([o[1] for o in outs]) if outs[0][1] is not None else [None] * len(slot_splits)
+    slots = list(zip(logits, digits, strict=True))
+    return [combine(slots[r * members:(r + 1) * members]) for r in range(len(splits))]
 
 
 @torch.inference_mode()
-def evaluate(net: nn.Module, splits: list[Pairs], chunk: int | None = None,
-             precision: str = "fp32") -> list[dict]:
-    """Error rates (see ``errors``) of each slot of ``net`` on its split, in eval mode."""
+def evaluate(net: nn.Module, splits: list[Pairs], chunk: int | None = None, precision: str = "fp32",
+             members: int = 1, combine=first_member) -> list[dict]:
+    """Error rates (see ``errors``) of each round of ``net`` on its split, in eval mode,
+    ``chunk`` rows per slot at a time. A round is ``members`` slots whose outputs ``combine``
+    makes the round's (an ensemble's members)."""
     net.eval()
-    logits, digits = _forward_slots(net, splits, chunk, precision)
-    return [errors(lg, dg, p) for lg, dg, p in zip(logits, digits, splits, strict=True)]
+    n = len(splits[0])
+    bounds = list(range(0, n, chunk or n)) + [n]
+    outs = _round_outputs(net, splits, bounds, precision, members, combine)
+    return [errors(lg, dg, p) for (lg, dg), p in zip(outs, splits, strict=True)]
 
 
 @torch.no_grad()
-def train_mode_errors(net: nn.Module, splits: list[Pairs], batch_size: int,
-                      precision: str = "fp32") -> list[float]:
-    """Each slot's error on its split measured as if still training: dropout on, BatchNorm with
-    the statistics of mini-batches of ``batch_size``. (A course-style error count that forgets
-    ``model.eval()`` measures this.) The network's BatchNorm statistics are left as they were."""
+def train_mode_errors(net: nn.Module, splits: list[Pairs], batch_size: int, precision: str = "fp32",
+                      members: int = 1, combine=first_member) -> list[float]:
+    """Each round's error on its split measured as if still training: dropout on, BatchNorm
+    with the statistics of mini-batches of ``batch_size``. (A course-style error count that
+    forgets ``model.eval()`` measures this.) BatchNorm's running statistics are left as they were."""
     saved = copy.deepcopy(net.state_dict())
     net.train()
     n = len(splits[0])
@@ -188,15 +201,9 @@ def train_mode_errors(net: nn.Module, splits: list[Pairs], batch_size: int,
     bounds = list(range(0, n, batch_size)) + [n]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:
         del bounds[-2]
-    wrong = [0] * len(splits)
-    device = next(net.parameters()).device
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        with autocast(device, precision):
-            logits = net(torch.cat([p.input[a:b] for p in splits]))[0]
-        for s, (lg, p) in enumerate(zip(logits.unflatten(0, (len(splits), -1)), splits, strict=True)):
-            wrong[s] += (lg.argmax(1) != p.target[a:b]).sum().item()
+    outs = _round_outputs(net, splits, bounds, precision, members, combine)
     net.load_state_dict(saved)
-    return [w / n for w in wrong]
+    return [(lg.argmax(1) != p.target).sum().item() / n for (lg, _), p in zip(outs, splits, strict=True)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -219,29 +226,45 @@ def init_model(config: Config, cls: type[nn.Module], round: int) -> nn.Module:
     return cls()
 
 
+def member_generator(config: Config, round: int, purpose: str, member: int, device="cpu") -> torch.Generator:
+    """The generator for ``purpose`` ("batches", "dropout") of member ``member`` of a round's
+    model: member 0's is the round's own (every single model's), the others' their own."""
+    return generator(config.seed, round, purpose if member == 0 else f"{purpose}/member{member}", device)
+
+
 class Curves:
-    """Per-epoch metrics of S slots: the loop's training metrics, and each slot's error (eval
-    mode) on the first ``pairs`` of its test and validation pairs after every epoch. A subset
-    keeps the cost small (evaluating all 1000 test pairs costs a quarter of an epoch's training)
-    and, being the same pairs every epoch, shows the curve's shape without sampling noise."""
+    """Per-epoch metrics of R rounds of K member slots: the loop's training metrics (averaged
+    over a round's members), and each round's error (eval mode) on the first ``pairs`` of its
+    test and validation pairs after every epoch. A subset keeps the cost small (evaluating all
+    1000 test pairs costs a quarter of an epoch's training) and, being the same pairs every
+    epoch, shows the curve's shape without sampling noise."""
 
     def __init__(self, net: nn.Module, datas: list[RoundData], pairs: int, chunk: int | None,
-                 precision: str):
+                 precision: str, members: int = 1, combine=first_member):
         self.net, self.chunk, self.precision = net, chunk, precision
+        self.members, self.combine = members, combine
         self.splits = {split: [d.splits()[split][:pairs] for d in datas]
                        for split in ("test", "val") if pairs and split in datas[0].splits()}
         self.errors: dict[str, list[list[dict]]] = {split: [] for split in self.splits}
 
     def after_epoch(self, epoch: int) -> None:
         for split, log in self.errors.items():
-            log.append(evaluate(self.net, self.splits[split], self.chunk, self.precision))
+            log.append(evaluate(self.net, self.splits[split], self.chunk, self.precision, self.members,
+                                self.combine))
 
-    def of_slot(self, s: int, history: dict[str, torch.Tensor]) -> dict[str, list[float]]:
-        """Slot s's curves: each metric's per-epoch values."""
-        curves = {k: [float(x) for x in v[:, s]] for k, v in history.items()}
+    def of_round(self, r: int, history: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+        """Round r's curves: each metric's per-epoch values."""
+        curves = round_history(history, r, self.members)
         for split, log in self.errors.items():
-            curves[f"{split}_error"] = [epoch[s]["error"] for epoch in log]
+            curves[f"{split}_error"] = [epoch[r]["error"] for epoch in log]
         return curves
+
+
+def round_history(history: dict[str, torch.Tensor], r: int, members: int) -> dict[str, list[float]]:
+    """Round r's per-epoch training metrics from the loop's (epochs x slots) history: the mean
+    over its ``members`` slots."""
+    return {name: [float(x) for x in v[:, r * members:(r + 1) * members].mean(1)]
+            for name, v in history.items()}
 
 
 def make_record(config: Config, model_name: str, round: int, model: nn.Module, evals: dict[str, dict],
@@ -270,73 +293,84 @@ def make_record(config: Config, model_name: str, round: int, model: nn.Module, e
 def train_round(config: Config, model_name: str, round: int, device: torch.device,
                 progress: Callable[[float], None] | None = None) -> Trained:
     """Train ``model_name`` on round ``round``'s pairs with the reference engine: one slot at a
-    time (each member of an ensemble in turn, sharing the round's batch generator)."""
+    time, each member of an ensemble in turn."""
     start = time.perf_counter()
     data = round_data(source_for(config), config.seed, round, config.pairs, config.val_pairs)
     cls = get_model_class(model_name)
     model = init_model(config, cls, round).to(device)
     on_device = data.to(device)
-    gen = generator(config.seed, round, "batches")
     members = model.members()
     # Curves of an ensemble trained one member at a time would describe half-trained ensembles.
     curves = (Curves(model, [on_device], config.curve_pairs, None, config.precision)
               if len(members) == 1 else None)
-    histories = []
-    for member in members:
-        def after_epoch(epoch):
-            if curves is not None:
-                curves.after_epoch(epoch)
-            if progress is not None:
-                progress(1 / len(members))
-        histories.append(fit(member, [on_device.train], [gen], cls, lr_for(config, cls),
-                             aux_weight_for(config, cls), config, [f"{model_name} round {round}"],
-                             device, after_epoch))
-    history = {k: torch.stack([h[k] for h in histories]).mean(0) for k in histories[0]}
+
+    def after_epoch(epoch):
+        if curves is not None:
+            curves.after_epoch(epoch)
+        if progress is not None:
+            progress(1 / len(members))
+
+    histories = [fit(member, [on_device.train], [member_generator(config, round, "batches", k)], cls,
+                     lr_for(config, cls), aux_weight_for(config, cls), config,
+                     [f"{model_name} round {round}"], device, after_epoch)
+                 for k, member in enumerate(members)]
+    history = {name: torch.cat([h[name] for h in histories], 1) for name in histories[0]}
     splits = on_device.splits()
     evals = {split: evaluate(model, [p], precision=config.precision)[0] for split, p in splits.items()}
     train_mode = {split: train_mode_errors(model, [splits[split]], config.batch_size, config.precision)[0]
                   for split in ("train", "test")}
-    slot_curves = curves.of_slot(0, history) if curves else {k: [float(x) for x in v[:, 0]]
-                                                            for k, v in history.items()}
-    record = make_record(config, model_name, round, model, evals, train_mode, slot_curves,
+    round_curves = curves.of_round(0, history) if curves else round_history(history, 0, len(members))
+    record = make_record(config, model_name, round, model, evals, train_mode, round_curves,
                          time.perf_counter() - start, "reference", device)
     return Trained(model.eval(), data, record)
 
 
 def train_stacked(config: Config, model_name: str, rounds: list[int], device: torch.device,
                   progress: Callable[[float], None] | None = None) -> list[Trained]:
-    """Train ``model_name`` on ``rounds`` at once with the stacked engine: R slots, each with the
-    reference engine's data, initialisation and batches for its round."""
+    """Train ``model_name`` on ``rounds`` at once with the stacked engine: R x K slots, the K
+    members of each round's model (one for most models), each with the reference engine's data,
+    initialisation and epoch pairs for its round and member."""
     start = time.perf_counter()
     cls = get_model_class(model_name)
     source = source_for(config)
     datas = [round_data(source, config.seed, r, config.pairs, config.val_pairs) for r in rounds]
     on_device = [d.to(device) for d in datas]
     models = [init_model(config, cls, r) for r in rounds]
-    net = stack_models(models, [generator(config.seed, r, "dropout", device) for r in rounds]).to(device)
-    curves = Curves(net, on_device, config.curve_pairs, EVAL_CHUNK, config.precision)
+    k = len(models[0].members())
+    slots = [(r, m) for r in rounds for m in range(k)]
+    members = [member for model in models for member in model.members()]
+    # On a CPU, slots stack in groups whose activations fit the cache; a GPU takes them all.
+    group = None if device.type == "cuda" else stack_size(members[0], config.batch_size)
+    net = stack_models(members, [member_generator(config, r, "dropout", m, device) for r, m in slots],
+                       group).to(device)
+    combine = cls.combine_members
+    curves = Curves(net, on_device, config.curve_pairs, EVAL_CHUNK, config.precision, k, combine)
 
     def after_epoch(epoch):
         curves.after_epoch(epoch)
         if progress is not None:
             progress(len(rounds))
 
-    history = fit(net, [d.train for d in on_device], [generator(config.seed, r, "batches") for r in rounds],
-                  cls, lr_for(config, cls), aux_weight_for(config, cls), config,
-                  [f"{model_name} round {r}" for r in rounds], device, after_epoch,
+    history = fit(net, [d.train for d in on_device for _ in range(k)],
+                  [member_generator(config, r, "batches", m) for r, m in slots], cls,
+                  lr_for(config, cls), aux_weight_for(config, cls), config,
+                  [f"{model_name} round {r}" for r, _ in slots], device, after_epoch,
                   fused=device.type in ("cpu", "cuda"))
-    evals = {split: evaluate(net, [d.splits()[split] for d in on_device], EVAL_CHUNK, config.precision)
+    evals = {split: evaluate(net, [d.splits()[split] for d in on_device], EVAL_CHUNK, config.precision,
+                             k, combine)
              for split in on_device[0].splits()}
     train_mode = {split: train_mode_errors(net, [d.splits()[split] for d in on_device],
-                                           config.batch_size, config.precision)
+                                           config.batch_size, config.precision, k, combine)
                   for split in ("train", "test")}
     # Rounds trained together finish together: each is charged an equal share of the time.
     seconds = (time.perf_counter() - start) / len(rounds)
     out = []
     for i, r in enumerate(rounds):
-        model = unstack(net, i, models[i])
-        record = make_record(config, model_name, r, model, {k: v[i] for k, v in evals.items()},
-                             {k: v[i] for k, v in train_mode.items()}, curves.of_slot(i, history),
+        for m, member in enumerate(models[i].members()):
+            net.unstack(i * k + m, member)
+        model = models[i].eval()
+        record = make_record(config, model_name, r, model, {s: v[i] for s, v in evals.items()},
+                             {s: v[i] for s, v in train_mode.items()}, curves.of_round(i, history),
                              seconds, "stacked", device)
         out.append(Trained(model, datas[i], record))
     return out

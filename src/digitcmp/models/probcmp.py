@@ -126,14 +126,18 @@ class ProbCmpBase(PairModel):
         self.nets = nn.ModuleList(digit_net(self.width) for _ in range(self.members_count))
 
     def forward(self, x: torch.Tensor):
-        n = x.shape[0]
-        digits = x.reshape(2 * n, 1, *x.shape[2:])
-        probs = torch.stack([F.softmax(net.classify(digits), 1) for net in self.nets]).mean(0).view(n, 2, 10)
-        # Log-probabilities as digit logits: softmax gives back the ensemble's distribution.
-        return compare(probs), probs.clamp_min(1e-12).log()
+        return self.combine_members([net(x) for net in self.nets])
 
     def members(self) -> list[nn.Module]:
         return list(self.nets)
+
+    @classmethod
+    def combine_members(cls, outputs: list[tuple]) -> tuple:
+        """The ensemble: the mean of the members' digit distributions, and the comparison
+        computed from it."""
+        probs = torch.stack([F.softmax(digits, 2) for _, digits in outputs]).mean(0)
+        # Log-probabilities as digit logits: softmax gives back the ensemble's distribution.
+        return compare(probs), probs.clamp_min(1e-12).log()
 
     @classmethod
     def epoch_pairs(cls, train: Pairs, gen: torch.Generator) -> Pairs:

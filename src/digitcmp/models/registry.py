@@ -74,3 +74,10 @@ class PairModel(nn.Module):
         """The networks that train independently, each a pair model trained with this model's
         recipe (an ensemble trains each member on its own); usually the model itself."""
         return [self]
+
+    @classmethod
+    def combine_members(cls, outputs: list[tuple]) -> tuple:
+        """The model's output from its members' outputs on the same pairs (for a model that is
+        its own only member, that output)."""
+        [out] = outputs
+        return out
