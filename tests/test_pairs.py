@@ -74,3 +74,9 @@ def test_blank_digits_are_refused_not_divided_by_zero():
     x, y = torch.full((100, 14, 14), 7.0), torch.arange(100) % 10
     with pytest.raises(DataError, match="no spread"):
         round_data(Source("flat", "test", x, y), 0, 0, n_pairs=20)
+
+
+def test_inputs_can_stay_unstandardised():
+    x, y = id_pool(400)
+    d = round_data(Source("fake", "ids", x, y), 0, 0, 50, standardise_inputs=False)
+    assert (d.mean, d.std) == (0.0, 1.0) and d.train.input.max() > 100

@@ -100,6 +100,9 @@ def training_flags(aux_weight: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--curve-pairs", type=whole(0), default=d.curve_pairs, metavar="N",
                    help="test (and validation) pairs evaluated after every epoch for the learning "
                         "curves; 0: none (default: %(default)s)")
+    g.add_argument("--no-standardise", dest="standardise", action="store_false",
+                   help="feed pixels as they are (0-255) instead of standardised with the "
+                        "training pairs' mean and std")
     g.add_argument("--lr", type=non_negative, default=d.lr,
                    help="Adam learning rate (default: each model's own: 5e-4 for baseline and "
                         "cnn, 1e-3 for siamese_aux, as in the study)")

@@ -46,6 +46,7 @@ class Config:
     batch_size: int = 100
     curve_pairs: int = 250  # test (and validation) pairs evaluated after every epoch, for the
     # learning curves; the round's own test error is always on all its test pairs
+    standardise: bool = True  # inputs to mean 0, std 1 with the training pairs' statistics
     lr: float | None = None  # None: the model's default_lr (the study's per-model rates)
     weight_decay: float = 1e-4  # Adam's L2 penalty, the study's "L2 regularization"
     aux_weight: float | None = None  # None: the model's default_aux_weight
@@ -89,6 +90,7 @@ class Config:
 
 def _has_type(value, annotation: str) -> bool:
     checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "bool": lambda v: isinstance(v, bool),
               "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
               "str": lambda v: isinstance(v, str), "None": lambda v: v is None,
               "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),

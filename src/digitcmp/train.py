@@ -295,7 +295,8 @@ def train_round(config: Config, model_name: str, round: int, device: torch.devic
     """Train ``model_name`` on round ``round``'s pairs with the reference engine: one slot at a
     time, each member of an ensemble in turn."""
     start = time.perf_counter()
-    data = round_data(source_for(config), config.seed, round, config.pairs, config.val_pairs)
+    data = round_data(source_for(config), config.seed, round, config.pairs, config.val_pairs,
+                      config.standardise)
     cls = get_model_class(model_name)
     model = init_model(config, cls, round).to(device)
     on_device = data.to(device)
@@ -333,7 +334,8 @@ def train_stacked(config: Config, model_name: str, rounds: list[int], device: to
     start = time.perf_counter()
     cls = get_model_class(model_name)
     source = source_for(config)
-    datas = [round_data(source, config.seed, r, config.pairs, config.val_pairs) for r in rounds]
+    datas = [round_data(source, config.seed, r, config.pairs, config.val_pairs, config.standardise)
+             for r in rounds]
     on_device = [d.to(device) for d in datas]
     models = [init_model(config, cls, r) for r in rounds]
     k = len(models[0].members())

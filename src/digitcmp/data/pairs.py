@@ -84,13 +84,14 @@ def check_pool_sizes(source: Source, n_pairs: int) -> None:
 
 
 def round_data(source: Source, seed: int, round: int, n_pairs: int = 1000,
-               val_pairs: int = 0) -> RoundData:
+               val_pairs: int = 0, standardise_inputs: bool = True) -> RoundData:
     """The pairs of round ``round``: a function of (source, seed, round, n_pairs, val_pairs) only.
 
     With ``val_pairs``, the last ``val_pairs`` of the n_pairs training pairs (a random subset:
     pairs are drawn in random order) are held out as a validation split, and the model trains on
     the rest. Inputs are standardised with the mean and std of the pixels of the pairs it trains
-    on (one scalar each), applied to every split, so nothing about held-out pairs leaks in.
+    on (one scalar each), applied to every split, so nothing about held-out pairs leaks in; with
+    ``standardise_inputs=False`` they stay 0-255 (mean 0 and std 1 are recorded).
     """
     if not 0 <= val_pairs <= n_pairs - 2:
         raise DataError(f"--val-pairs {val_pairs}: must be >= 0 and leave at least 2 of the "
@@ -112,8 +113,10 @@ def round_data(source: Source, seed: int, round: int, n_pairs: int = 1000,
     val = train[keep:] if val_pairs else None
     train = train[:keep]
     mean, std = train.input.mean().item(), train.input.std().item()
-    if not std > 0:  # also catches NaN: every pixel one value leaves nothing to standardise by
+    if not std > 0:  # also catches NaN: every pixel one value: nothing to learn or standardise by
         raise DataError(f"{source.name} ({source.location}): the training pairs' pixels have no "
                         f"spread (std {std}); the images are blank or constant")
+    if not standardise_inputs:
+        mean, std = 0.0, 1.0
     return RoundData(standardise(train, mean, std), standardise(test, mean, std), mean, std,
                      standardise(val, mean, std) if val is not None else None)
