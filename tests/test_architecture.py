@@ -14,7 +14,7 @@ LAYERS = [
     ["config", "files", "provenance", "stats"],
     ["data", "data.idx", "data.sources", "data.pairs", "device", "plugins"],
     ["models", "models.registry", "models.study", "models.probcmp", "models.layers"],
-    ["stacked", "train", "checkpoint", "tables"],
+    ["stacked", "train", "checkpoint", "study", "tables"],
     ["rundir", "executors", "progress", "predict", "plots", "ablation", "sweep"],
     ["experiment", "report"],
     ["commands"],

@@ -17,13 +17,46 @@ def rendered(tmp_path_factory):
 def test_report_writes_every_file(rendered):
     run, report = rendered
     for name in FIGURES:
-        for ext in ("png", "svg"):
+        for ext in ("png", "svg", "pdf"):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
         assert f"figures/{name}.png" in report
+        svg = (run / "figures" / f"{name}.svg").read_text()
+        assert "<text" in svg and "data: embedded" in svg  # text stays text, and says its data
     assert "| Nb of parameters | 1,000 | 2,000 | 3,000 |" in report
-    assert "Data source: **embedded**" in report
+    assert "Data: embedded (test)." in report
     assert "`digitcmp reproduce --rounds 4`" in report
     assert (run / "summary.md").exists() and (run / "summary.csv").exists()
+    assert "```" in report and "Total params: 77,530" in report  # the layer table of cnn
+
+
+def test_the_study_stands_beside_us(rendered):
+    run, report = rendered
+    # siamese_aux's synthetic test errors: 0.14 + 0.01 r, r = 0..3 -> mean 15.50 %; the study 13.53 %.
+    assert "| CNN + auxiliary loss (study's Model 3) | test | 13.53 ± 1.40 % | 15.50 ± 1.29 % " in report
+    assert "| +1.97 pp |" in report
+    header, *lines = (run / "summary.csv").read_text().splitlines()
+    assert "study_test_error_mean" in header and "test_error_ci_low" in header
+    row = dict(zip(header.split(","), lines[2].split(","), strict=True))
+    assert float(row["study_test_error_mean"]) == 0.1353
+    assert float(row["test_error_ci_low"]) < 0.155 < float(row["test_error_ci_high"])
+
+
+def test_epochs_csv_is_long_format(rendered):
+    run, _ = rendered
+    header, *lines = (run / "epochs.csv").read_text().splitlines()
+    assert header == "model,round,epoch,metric,value"
+    values = {tuple(line.split(",")[:4]): float(line.split(",")[4]) for line in lines}
+    assert values[("cnn", "2", "3", "test_error")] == pytest.approx(0.3 - 0.02 * 2 + 0.01 * 2)
+    assert values[("baseline", "0", "1", "loss")] == 1.0  # epochs counted from 1
+    # 3 models x 4 rounds x 3 epochs x (loss, target_loss, test_error, train_error)
+    assert len(lines) == 3 * 4 * 3 * 4
+
+
+def test_report_of_an_old_run_says_what_it_cannot_draw(tmp_path):
+    run = synthetic_run(tmp_path / "old", curves=False)
+    report = write_report(run)[0].read_text()
+    assert "no per-epoch test error" in report
+    assert (run / "figures" / "learning_curves.png").exists()
 
 
 def test_report_is_byte_stable(rendered, tmp_path):

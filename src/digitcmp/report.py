@@ -1,21 +1,48 @@
-"""report.md: a run directory's tables and figures with their captions, config and command."""
+"""report.md and what it shows: a run's tables (the study beside us), figures, per-epoch
+metrics (epochs.csv), the layers of its models, its configuration and provenance."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from .data.sources import describe
 from .files import atomic_write
 from .messages import say
-from .models import label
+from .models import MODELS, label
 from .rundir import load_run
-from .tables import write_summary
+from .tables import csv_text, write_summary
+
+
+def epoch_rows(results: list[dict]) -> list[dict]:
+    """Every per-epoch metric of every round, one row each: the long format of epochs.csv
+    (epochs counted from 1: the metric after that many passes over the training pairs)."""
+    rows = []
+    for r in sorted(results, key=lambda r: (r["model"], r["round"])):
+        metrics = {"loss": r.get("train_loss") or [], **(r.get("curves") or {})}
+        for metric, values in metrics.items():
+            rows += [{"model": r["model"], "round": r["round"], "epoch": e, "metric": metric, "value": v}
+                     for e, v in enumerate(values or [], 1)]
+    return rows
+
+
+def layer_tables(models: list[str], arms: dict[str, str]) -> list[str]:
+    """report.md lines: the layer table of each architecture the run trains."""
+    from .models.layers import layer_table
+
+    lines = []
+    for arch in dict.fromkeys(arms.get(m, m) for m in models):
+        lines += [f"### `{arch}`", ""]
+        if arch in MODELS:
+            lines += ["```", layer_table(MODELS[arch]()), "```", ""]
+        else:
+            lines += [f"Not drawn: `{arch}` is not registered here (load its plugin with --plugin).", ""]
+    return lines
 
 
 def write_report(run_dir: str | os.PathLike, say=say) -> tuple[Path, str]:
-    """Summary tables, every figure and report.md for a (possibly partial) run directory.
-
-    Returns the path of report.md and the Table III markdown."""
+    """Summary tables, epochs.csv, every figure and report.md for a (possibly partial) run
+    directory. Returns the path of report.md and the Table III markdown."""
     from .ablation import is_ablation, write_effects
     from .plots import ABLATION_CAPTIONS, CAPTIONS, draw_ablation, draw_all
 
@@ -24,32 +51,57 @@ def write_report(run_dir: str | os.PathLike, say=say) -> tuple[Path, str]:
     config = manifest["config"]
     models = cfg.models or sorted({r["model"] for r in results})
     table = write_summary(run_dir, results, models)
-    names = draw_all(results, models, run_dir / "figures")
-
-    planned = config.get("rounds")
-    done = {m: sum(r["model"] == m for r in results) for m in models}
-    progress = ", ".join(f"{label(m)} {n}" + (f"/{planned}" if planned else "")
-                         for m, n in done.items())
-    partial = planned and any(n < planned for n in done.values())
+    epochs = epoch_rows(results)
+    atomic_write(run_dir / "epochs.csv", csv_text(epochs, ["model", "round", "epoch", "metric", "value"]))
     source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    done = {m: sum(r["model"] == m for r in results) for m in models}
+    about = f"data: {describe(source)}; rounds per model: {max(done.values())}, seed {cfg.seed}"
+    names = draw_all(results, models, run_dir / "figures", about)
+
+    partial = any(n < cfg.rounds for n in done.values())
     command = manifest.get("command")
     lines = [
         f"# digitcmp report: {run_dir.name}", "",
-        f"Rounds finished per model: {progress}" + (" (partial run)" if partial else "") + ".", "",
-        f"Data source: **{source.get('name', '?')}** ({source.get('location', '?')}).", "",
-        "Command: `" + (" ".join(["digitcmp", *command[1:]]) if command else "unknown") + "`", "",
+        "Rounds finished per model: " + ", ".join(f"{label(m)} {n}/{cfg.rounds}" for m, n in done.items())
+        + (" (partial run)" if partial else "") + ".", "",
+        f"Data: {describe(source)}.", "",
+        f"Engine: {cfg.engine}, device: {manifest.get('device', cfg.device)}, precision: {cfg.precision}, "
+        f"seed {cfg.seed}.", "",
+        "Command: `" + (" ".join(["digitcmp", *command[1:]]) if isinstance(command, list) and command
+                        else "unknown") + "`", "",
         "## Table III", "", table,
-        "Errors are the share of misclassified test pairs; std. deviation is the sample standard "
-        "deviation over rounds, in percentage points.", "",
+        "Errors are the share of misclassified pairs; std. deviation is the sample standard deviation "
+        "over rounds; the interval is a 95 % Student's t interval for our mean over rounds; "
+        "differences are in percentage points.", "",
         "## Figures", "",
+        "Each figure is also in `figures/` as SVG (editable text) and PDF.", "",
     ]
     for name in names:
         lines += [f"![{name}](figures/{name}.png)", "", f"*{CAPTIONS[name]}*", ""]
+    if not any(r.get("curves", {}).get("test_error") for r in results):
+        lines += ["These records have no per-epoch test error (they were written by an older digitcmp, "
+                  "or with --curve-pairs 0): the learning curves show what the records hold.", ""]
     if is_ablation(results):
         effect_rows, sweep_rows, effects_md = write_effects(run_dir, results)
         lines += ["## Ablation: weight sharing x auxiliary loss", "", effects_md]
-        for name in draw_ablation(effect_rows, sweep_rows, run_dir / "figures"):
+        for name in draw_ablation(effect_rows, sweep_rows, run_dir / "figures", about):
             lines += [f"![{name}](figures/{name}.png)", "", f"*{ABLATION_CAPTIONS[name]}*", ""]
+    lines += ["## Per-epoch metrics", "",
+              f"`epochs.csv`: {len(epochs):,} rows in long format (model, round, epoch, metric, value): "
+              "`loss` (what was minimised), `target_loss`, `aux_loss`, `running_train_error` (on the "
+              "training batches as they were trained), `test_error` and `val_error` (after the "
+              "epoch, on the first --curve-pairs pairs).", ""]
+    arms = {name: spec.get("model") for name, spec in cfg.variants.items()}
+    lines += ["## Models", "", "Each layer's output shape for one pair (batch 1) and its parameters "
+              "(the study's Tables I and II).", "", *layer_tables(models, arms)]
+    resolved = manifest.get("resolved") if isinstance(manifest.get("resolved"), dict) else {}
+    if resolved:
+        keys = list(dict.fromkeys(k for v in resolved.values() if isinstance(v, dict) for k in v))
+        lines += ["## What each model trained with", "", "| arm | " + " | ".join(keys) + " |",
+                  "|---|" + "---|" * len(keys)]
+        lines += [f"| `{arm}` | " + " | ".join(f"`{opts.get(k)}`" for k in keys) + " |"
+                  for arm, opts in resolved.items() if isinstance(opts, dict)]
+        lines.append("")
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in config.items()]
     versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}

@@ -11,6 +11,20 @@ def mean_std(values) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan")
 
 
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
+    """A ``confidence`` interval for the mean of ``values`` (Student's t; NaN for fewer than two
+    values, and a zero-width interval when they are all equal)."""
+    from scipy import stats
+
+    a = np.asarray(values, dtype=float)
+    if len(a) < 2:
+        return float("nan"), float("nan")
+    if not a.std() > 0:
+        return float(a.mean()), float(a.mean())
+    low, high = stats.t.interval(confidence, len(a) - 1, loc=a.mean(), scale=stats.sem(a))
+    return float(low), float(high)
+
+
 def split_stats(records: list[dict], splits=("train", "test")) -> dict:
     """Mean and std over ``records`` of each split's error: ``{split}_error_mean`` and
     ``{split}_error_std`` (NaN where no record has the split)."""
@@ -54,8 +68,7 @@ def paired(diffs, confidence: float = 0.95) -> dict:
     if len(d) < 2 or not d.any():
         return out
     if d.std() > 0:  # a constant difference has no spread to build an interval from
-        t = stats.ttest_1samp(d, 0.0)
-        ci = t.confidence_interval(confidence)
-        out.update(ci_low=float(ci.low), ci_high=float(ci.high), t_p=float(t.pvalue))
+        low, high = mean_ci(d, confidence)
+        out.update(ci_low=low, ci_high=high, t_p=float(stats.ttest_1samp(d, 0.0).pvalue))
     out["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
     return out

@@ -91,17 +91,26 @@ class Source:
 
     def describe(self) -> str:
         """One line for people: which digits a run uses."""
-        if self.test_y is None:
-            return (f"{self.name} ({self.location}): {len(self.train_y):,} MNIST digits, split at "
-                    "random each round into train and test pools")
-        test = f" from {self.test_location}" if self.test_location else ""
-        return (f"{self.name} ({self.location}): training pairs from {len(self.train_y):,} MNIST "
-                f"training digits, test pairs from {len(self.test_y):,} MNIST test digits{test}")
+        return describe(self.info())
 
     def without_test_split(self) -> Source:
         """This source's training digits alone: each round then splits them into train and
         test pools (``--test-pool train``)."""
         return replace(self, test_x=None, test_y=None, test_location=None)
+
+
+def describe(info: dict) -> str:
+    """One line for people from a source's ``info()`` (as runs record it): which digits."""
+    name, where = info.get("name", "?"), info.get("location", "?")
+    train, test = info.get("train_digits"), info.get("test_digits")
+    if not isinstance(train, int):
+        return f"{name} ({where})"
+    if test is None:
+        return (f"{name} ({where}): {train:,} MNIST digits, split at random each round into train "
+                "and test pools")
+    from_dir = f" from {info['test_location']}" if info.get("test_location") else ""
+    return (f"{name} ({where}): training pairs from {train:,} MNIST training digits, test pairs "
+            f"from {test:,} MNIST test digits{from_dir}")
 
 
 def pool14(images: np.ndarray) -> torch.Tensor:
