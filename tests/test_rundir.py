@@ -133,3 +133,57 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path):
     with RunDir(tmp_path / "run").locked():  # free again; the PID note went with the lock
         pass
     assert not (tmp_path / "run" / LOCK_NOTE).exists()
+
+
+# Property-based: whatever the bytes of a run directory's files, reading them raises only
+# RunDirError, and what is read obeys the record's contract.
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=5),
+                    max_leaves=12)
+RECORD = st.fixed_dictionaries({"model": st.sampled_from(["m", 3, None]),
+                                "round": st.integers(-2, 3) | st.text(),
+                                "train_error": st.floats() | st.integers(), "test_error": st.floats()})
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FAST
+@given(lines=st.lists(st.binary(max_size=40) | RECORD.map(lambda r: json.dumps(r).encode())
+                      | JSON.map(lambda v: json.dumps(v).encode()), max_size=5))
+def test_reading_any_rounds_file_raises_only_run_dir_errors(tmp_path, lines):
+    path = tmp_path / "rounds.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    try:
+        records = read_rounds(path, Config(models=["m"], rounds=3), say=lambda *a: None)
+    except RunDirError:
+        return
+    for r in records:
+        assert isinstance(r["model"], str) and isinstance(r["round"], int) and 0 <= r["round"] < 3
+        assert 0 <= r["test_error"] <= 1 and 0 <= r["train_error"] <= 1
+
+
+@FAST
+@given(value=JSON | st.fixed_dictionaries({"config": JSON}) | st.binary(max_size=40).map(repr))
+def test_reading_any_manifest_raises_only_run_dir_errors(tmp_path, value):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(value) if not isinstance(value, str) else value)
+    try:
+        manifest, config = read_manifest(path)
+    except RunDirError:
+        return
+    assert isinstance(manifest, dict) and isinstance(config, Config)
+
+
+@FAST
+@given(position=st.integers(0, 10**6), value=st.integers(0, 255))
+def test_mutated_manifests_raise_only_run_dir_errors(tmp_path, position, value):
+    raw = bytearray(json.dumps({"config": Config().to_dict(), "source": {"name": "embedded"}}).encode())
+    raw[position % len(raw)] = value
+    (tmp_path / "config.json").write_bytes(bytes(raw))
+    try:
+        read_manifest(tmp_path / "config.json")
+    except RunDirError:
+        pass

@@ -69,3 +69,29 @@ def test_cli_sweep_runs_the_grid_and_writes_sweep_csv(tmp_path, capsys):
     assert "no such sweep file" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path), "--out", str(out)]) == 2
     assert "is a directory, not a sweep file" in capsys.readouterr().err
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VALUES = st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats() | st.text(max_size=12) | \
+    st.sampled_from(["cnn", "baseline", "lr", "[grid]"])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(grid=st.dictionaries(st.sampled_from(["model", "lr", "epochs", "batch_size", "aux_weight", "x"]),
+                            VALUES | st.lists(VALUES | st.lists(VALUES, max_size=2), max_size=4), max_size=5),
+       junk=st.binary(max_size=30))
+def test_any_sweep_file_raises_only_config_errors(tmp_path, grid, junk):
+    import json
+
+    # TOML of the grid (values as JSON literals where TOML takes them), or arbitrary bytes.
+    lines = ["[grid]"] + [f"{k} = {json.dumps(v)}" for k, v in grid.items()]
+    for i, text in enumerate(("\n".join(lines).encode(), junk)):
+        path = tmp_path / f"s{i}.toml"
+        path.write_bytes(text)
+        try:
+            variants = load_sweep(path)
+        except ConfigError:
+            continue
+        assert variants and all(isinstance(p["model"], str) for p in variants.values())

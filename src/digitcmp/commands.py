@@ -100,6 +100,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import save_trained
+    from .data.sources import describe
     from .experiment import prepare
     from .progress import Progress
     from .train import source_for, train_rounds
@@ -109,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if Path(args.save).exists() and not args.force:
             raise OutputError(f"--save {args.save}: exists; add --force to replace it")
     config = config_from(args, models=[args.model], rounds=args.round + 1)
-    prepare(config, say)
+    say(f"digitcmp: data: {describe(prepare(config)['source'])}")
     bar = Progress({args.model: 1}, {args.model: config.epochs}, lambda arm: 0.0, 0, 1,
                    bar=not args.no_progress, say=say)
     try:

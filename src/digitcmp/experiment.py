@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import Config, check_config, resolve, resolved_options
 from .data.pairs import check_pool_sizes
+from .data.sources import describe
 from .device import resolve_device
 from .executors import default_workers, execute
 from .messages import say
@@ -75,7 +76,7 @@ def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | Non
     return sorted(tasks, key=lambda t: (t[1][0], order[t[0]]))
 
 
-def prepare(config: Config, say: Callable = say) -> dict:
+def prepare(config: Config) -> dict:
     """Check ``config`` and resolve what it leaves open (data source, device) in place: every
     check that can refuse the run, before anything is written. Returns the run's manifest."""
     check_config(config, list(MODELS))
@@ -86,7 +87,6 @@ def prepare(config: Config, say: Callable = say) -> dict:
     config.data = source.name
     config.data_dir = source.location if source.name == "mnist" else None
     config.test_dir = source.test_location
-    say(f"digitcmp: data: {source.describe()}")
     resolved = {}
     for arm in config.models:
         model, cfg = resolve(config, arm)
@@ -105,7 +105,9 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
     With ``save_checkpoints``, each round's model is saved as ``out/checkpoints/{arm}-r{round}.pt``.
     ``rounds_per_task`` overrides how many rounds the stacked engine trains together (see ``plan``).
     """
-    manifest = prepare(config, say)
+    run = RunDir(out, say=say)
+    run.check_usable()
+    manifest = prepare(config)
     manifest["command"] = list(command) if command is not None else None
     gpus = _gpus(manifest["device"])
     if executor == "process":
@@ -113,9 +115,9 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
         if not gpus and n * config.threads > (os.cpu_count() or 1):
             say(f"digitcmp: {n} workers x {config.threads} threads on {os.cpu_count()} cores: "
                 "threads will compete and every training slows down")
-    run = RunDir(out, say=say)
     with run.locked():
         results = run.open(manifest)
+        say(f"digitcmp: data: {describe(manifest['source'])}")
         done = {(r["model"], r["round"]) for r in results}
         todo = [(m, r) for m in config.models for r in range(config.rounds) if (m, r) not in done]
         total = len(config.models) * config.rounds

@@ -133,10 +133,9 @@ def check_finite(net: nn.Module, loss: torch.Tensor, names: list[str], epoch: in
         s = int(bad.nonzero()[0])
         raise TrainingError(f"{names[s]}: the training loss became {loss[s].item()} in epoch "
                             f"{epoch + 1}; lower --lr or check the data")
-    for name, p in net.named_parameters():
-        if not torch.isfinite(p).all():
-            raise TrainingError(f"{names[0] if len(names) == 1 else ', '.join(names)}: weights "
-                                f"({name}) became non-finite in epoch {epoch + 1}; lower --lr")
+    if not all(torch.isfinite(p).all() for p in net.parameters()):
+        who = ", ".join(dict.fromkeys(names))
+        raise TrainingError(f"{who}: the weights became non-finite in epoch {epoch + 1}; lower --lr")
 
 
 def errors(logits: torch.Tensor, digits: torch.Tensor | None, pairs: Pairs) -> dict:
