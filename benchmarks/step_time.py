@@ -2,13 +2,15 @@
 on a busy machine.
 
     python benchmarks/step_time.py [--models baseline cnn siamese_aux] [--steps 40] [--threads 1]
-        [--against OLD_STACKED.py]
+        [--against OLD_STACKED.py] [--device cpu] [--rounds R]
 
 For each model, one training step (100 pairs per round, forward, backward, Adam) of each variant
 is run in turn, ``--steps`` times: the reference engine (the plain model and loop), the stacked
 engine at the stack size ``digitcmp reproduce`` uses, and, with ``--against``, the stacked engine
 of another digitcmp (a ``stacked.py`` file, e.g. ``git show REV:src/digitcmp/stacked.py``), with
-the plain Adam that digitcmp 0.1's stacked engine used.
+the plain Adam that digitcmp 0.1's stacked engine used. On a GPU (``--device cuda``) the stacked
+engine stacks ``--rounds`` rounds (default 15, as ``reproduce`` does there), both folded into
+grouped convolutions (what digitcmp uses on a GPU) and slot by slot.
 Alternating the variants step by step exposes them to the same machine noise, so their ratio is
 meaningful where separate timings are not. Prints the minimum and median per variant and, last,
 ``stacked_vs_reference=<mean over models of the ratio of minima>`` (below 1: stacked is faster).
@@ -23,6 +25,7 @@ import torch
 
 from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import Pairs, round_data
+from digitcmp.device import resolve_device
 from digitcmp.models import get_model_class
 from digitcmp.seeds import generator
 from digitcmp.stacked import stack_models, stack_size
@@ -37,17 +40,20 @@ def load_stacked(path: str):
     return getattr(module, "stack_models", None) or module.stack  # digitcmp 0.1 named it stack
 
 
-def time_steps(variants: dict, cls, aux: float, steps: int) -> dict[str, list[float]]:
+def time_steps(variants: dict, cls, aux: float, steps: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds per round of one training step of each variant (net, optimiser, batch, slots),
     the variants taking turns step by step."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = {v: [] for v in variants}
     for i in range(steps + 3):
         for v, (net, opt, batch, slots) in variants.items():
+            sync()
             start = time.perf_counter()
             parts = pair_losses(net(batch.input), batch, slots, cls, aux)
             opt.zero_grad(set_to_none=True)
             parts["loss"].sum().backward()
             opt.step()
+            sync()
             if i >= 3:  # the first steps warm up allocators and kernels
                 times[v].append((time.perf_counter() - start) / slots)
     return times
@@ -59,34 +65,44 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40, help="steps per variant (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="(default: %(default)s)")
     p.add_argument("--against", metavar="STACKED.py", help="another digitcmp's stacked.py to time too")
+    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=15, help="rounds stacked on a GPU (default: %(default)s)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
     config = Config(data="embedded")
     source = cached_source("embedded", None)
     ratios = []
     for name in args.models:
         cls = get_model_class(name)
-        rounds = stack_size(cls(), config.batch_size)
+        rounds = args.rounds if gpu else stack_size(cls(), config.batch_size)
         datas = [round_data(source, 0, r, config.pairs) for r in range(rounds)]
         lr = lr_for(config, cls)
 
         def variant(net, slots, fused, datas=datas, lr=lr):
+            net = net.to(device)
             opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay,
                                    fused=fused or None)
-            return net.train(), opt, Pairs.cat([d.train[:config.batch_size] for d in datas[:slots]]), slots
+            batch = Pairs.cat([d.train[:config.batch_size] for d in datas[:slots]]).to(device)
+            return net.train(), opt, batch, slots
 
-        def stacked_with(stack, cls=cls, rounds=rounds):
+        def stacked_with(stack, cls=cls, rounds=rounds, **options):
             return stack([init_model(config, cls, r) for r in range(rounds)],
-                         [generator(0, r, "dropout") for r in range(rounds)])
+                         [generator(0, r, "dropout", device) for r in range(rounds)], **options)
 
         variants = {"reference": variant(init_model(config, cls, 0), 1, False),
-                    f"stacked (R={rounds})": variant(stacked_with(stack_models), rounds, True)}
+                    f"stacked (R={rounds})": variant(stacked_with(stack_models, folded=gpu), rounds,
+                                                     True)}
+        if gpu:
+            variants[f"stacked (R={rounds}, slot by slot)"] = variant(stacked_with(stack_models), rounds,
+                                                                      True)
         if args.against:
             other = load_stacked(args.against)
             variants[f"stacked, {args.against}"] = variant(stacked_with(other), rounds, False)
-        times = time_steps(variants, cls, aux_weight_for(config, cls), args.steps)
+        times = time_steps(variants, cls, aux_weight_for(config, cls), args.steps, device)
         for v, ts in times.items():
-            print(f"{name:12s} {v:24s} min {1000 * min(ts):6.2f} ms, median "
+            print(f"{name:12s} {v:34s} min {1000 * min(ts):6.2f} ms, median "
                   f"{1000 * statistics.median(ts):6.2f} ms per round-step")
         ref, fast = (min(times[v]) for v in list(variants)[:2])
         ratios.append(fast / ref)

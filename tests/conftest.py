@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from digitcmp.config import Config
 
 T10K = Path(__file__).resolve().parents[2] / "shared" / "mnist-t10k"
 
-# The smallest runs that still exercise everything: a handful of pairs, one epoch.
-TINY = dict(data="embedded", pairs=40, epochs=1, batch_size=20)
+# The smallest runs that still exercise everything: a handful of pairs, one epoch. On a machine
+# with a GPU, DIGITCMP_TEST_DEVICE=cuda runs them there (benchmarks/device_check.sh).
+DEVICE = os.environ.get("DIGITCMP_TEST_DEVICE", "cpu")
+TINY = dict(data="embedded", pairs=40, epochs=1, batch_size=20, device=DEVICE)
 
 
 def write_idx(path: Path, array: np.ndarray, code: int = 0x08, compress: bool | None = None) -> Path:

@@ -182,3 +182,15 @@ def test_a_failed_ray_start_leaves_no_process_behind(monkeypatch):
         for p in started + [bystander]:
             p.kill()
             p.wait()
+
+
+def test_each_process_worker_takes_its_own_gpu(monkeypatch):
+    import multiprocessing as mp
+
+    ids = mp.get_context("spawn").Queue()
+    ids.put(1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(executors.threading, "Thread", lambda **kw: types.SimpleNamespace(start=lambda: None))
+    executors._init_worker(os.getppid(), None, ids)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert executors.default_workers(threads=1, gpus=4) == 4

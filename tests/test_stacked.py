@@ -21,7 +21,7 @@ CPU = torch.device("cpu")
 
 def _without_dropout(model):
     for m in model.modules():
-        if isinstance(m, nn.Dropout):
+        if isinstance(m, (nn.Dropout, StackedDropout)):
             m.p = 0.0
     return model
 
@@ -63,6 +63,27 @@ def test_a_rounds_result_does_not_depend_on_its_stack_mates():
     for t in together + alone:
         t.record.pop("seconds")
     assert together[1].record == alone[0].record
+
+
+@pytest.mark.parametrize("name", ["cnn", "siamese_aux", "probcmp_small"])
+def test_folded_slots_compute_what_slot_by_slot_computes(name):
+    """The GPU path (rounds folded into the channels of grouped convolutions and BatchNorm)
+    against the CPU path, on the CPU: the same outputs, gradients and BatchNorm statistics."""
+    members = [init_model(CFG, MODELS[name], r).members()[0] for r in range(3)]
+    gens = [generator(0, r, "dropout") for r in range(3)]
+    nets = [stack_models(members, gens, folded=f) for f in (False, True)]
+    x = torch.randn(3 * 8, 2, 14, 14, generator=torch.Generator().manual_seed(0))
+    for net in nets:
+        _without_dropout(net).train()(x)[0].square().sum().backward()
+    (a, b) = nets
+    # Up to float summation order; some gradients are themselves rounding noise (a convolution's
+    # bias before BatchNorm has none in exact arithmetic), so differences are measured against
+    # the whole gradient's size.
+    scale = torch.cat([p.grad.flatten() for p in a.parameters()]).norm()
+    for (key, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert (p.grad - q.grad).norm() <= 1e-4 * scale, key
+    for (key, u), v in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6, msg=key)
 
 
 def test_dropout_masks_differ_between_rounds_and_keep_the_rate():

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import DEVICE, TINY
 from digitcmp.config import Config
 from digitcmp.data.pairs import round_data
 from digitcmp.data.sources import Source
@@ -62,12 +62,13 @@ def test_same_seed_same_results_different_seed_different(engine):
 
 @pytest.mark.parametrize("engine", ["stacked", "reference"])
 def test_round_record_fields(engine):
-    cfg = Config(data="embedded", pairs=100, val_pairs=20, epochs=2, batch_size=40, engine=engine)
+    cfg = Config(data="embedded", pairs=100, val_pairs=20, epochs=2, batch_size=40, engine=engine,
+                 device=DEVICE)
     [t] = train_rounds(cfg, "siamese_aux", [0])
     r = t.record
     assert r["model"] == "siamese_aux" and r["round"] == 0 and r["params"] == 69849
     assert r["arch"] == "siamese_aux" and r["lr"] == 1e-3 and r["aux_weight"] == 1.0
-    assert r["engine"] == engine and r["device"] == "cpu"
+    assert r["engine"] == engine and r["device"].startswith(DEVICE)
     assert len(r["train_loss"]) == 2 and r["val_error"] == round(r["val_error"] * 20) / 20
     for key in ("train_error", "test_error", "val_error", "test_digit_error", "train_mode_train_error",
                 "train_mode_test_error"):

@@ -66,8 +66,11 @@ class StackedConv2d(nn.Module):
     A convolution of one or two input channels (a first layer, on a digit or a pair of digits)
     runs as an explicit im2col and one batched matmul over the rounds: oneDNN's kernels for so
     few input channels use the CPU poorly, the weight gradient most of all. Others run as one
-    oneDNN convolution per round.
+    oneDNN convolution per round. ``folded`` (on a GPU, where one launch per round would cost
+    more than the work): the R rounds as the R groups of one grouped convolution.
     """
+
+    folded = False
 
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
@@ -85,6 +88,8 @@ class StackedConv2d(nn.Module):
                      if c.bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folded:
+            return self._grouped(x)
         if self.im2col:
             return self._im2col(x)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -99,6 +104,14 @@ class StackedConv2d(nn.Module):
         # A one-channel input is NCHW and NHWC at once, and the convolution then answers in
         # NCHW; keep every feature map channels_last, where pooling and BatchNorm are fast.
         return y.contiguous(memory_format=torch.channels_last)
+
+    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.rounds
+        # (R*B) x C x H x W -> B x (R*C) x H x W: round r's channels are group r.
+        folded = x.unflatten(0, (r, -1)).transpose(0, 1).flatten(1, 2)
+        bias = self.bias.flatten() if self.bias is not None else None
+        y = F.conv2d(folded, self.weight.flatten(0, 1), bias, self.stride, self.padding, self.dilation, r)
+        return y.unflatten(1, (r, -1)).transpose(0, 1).flatten(0, 1)
 
     def _im2col(self, x: torch.Tensor) -> torch.Tensor:
         r, (ph, pw) = self.rounds, self.padding
@@ -127,7 +140,10 @@ class StackedConv2d(nn.Module):
 
 
 class StackedBatchNorm(nn.Module):
-    """BatchNorm1d/2d with R x C channels: the round-major batch is viewed as N x (R*C) x ..."""
+    """BatchNorm1d/2d with R x C channels: the round-major batch is viewed as N x (R*C) x ...
+    (feature maps too when ``folded``, on a GPU, where that permuting copy is cheap)."""
+
+    folded = False
 
     def __init__(self, layers: list[nn.modules.batchnorm._BatchNorm]):
         super().__init__()
@@ -145,9 +161,9 @@ class StackedBatchNorm(nn.Module):
         if self.training:
             self.num_batches_tracked += 1
         r = self.rounds
-        if x.dim() == 2:
-            # (R*N) x C -> N x (R*C): a small copy, then one fused kernel for all rounds.
-            y = F.batch_norm(x.unflatten(0, (r, -1)).transpose(0, 1).flatten(1), self.running_mean,
+        if x.dim() == 2 or self.folded:
+            # (R*N) x C x ... -> N x (R*C) x ...: a copy, then one fused kernel for all rounds.
+            y = F.batch_norm(x.unflatten(0, (r, -1)).transpose(0, 1).flatten(1, 2), self.running_mean,
                              self.running_var, self.weight.flatten(), self.bias.flatten(),
                              self.training, self.momentum, self.eps)
             return y.unflatten(1, (r, -1)).transpose(0, 1).flatten(0, 1)
@@ -204,15 +220,20 @@ def stackable(model: nn.Module) -> bool:
 
 
 def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generator],
-                 group: int | None = None) -> Slots:
+                 group: int | None = None, folded: bool = False) -> Slots:
     """The S ``models`` (same class and shape, each initialised for its own round, or ensemble
-    members) as S slots, in stacked networks of ``group`` slots each (default: all in one)."""
+    members) as S slots, in stacked networks of ``group`` slots each (default: all in one);
+    ``folded``: convolutions and BatchNorm with the slots folded into channels (for a GPU)."""
     for m in models[0].modules():
         if type(m) not in _STACKED and (any(m.parameters(recurse=False)) or any(m.buffers(recurse=False))):
             raise TypeError(f"{type(m).__name__} layers cannot be stacked")
     group = group or len(models)
-    return Slots([_stack(models[i:i + group], dropout_generators[i:i + group])
-                  for i in range(0, len(models), group)])
+    slots = Slots([_stack(models[i:i + group], dropout_generators[i:i + group])
+                   for i in range(0, len(models), group)])
+    for m in slots.modules():
+        if isinstance(m, (StackedConv2d, StackedBatchNorm)):
+            m.folded = folded
+    return slots
 
 
 def _stack(models: list[nn.Module], dropout_generators: list[torch.Generator]) -> nn.Module:

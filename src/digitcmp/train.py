@@ -340,10 +340,12 @@ def train_stacked(config: Config, model_name: str, rounds: list[int], device: to
     k = len(models[0].members())
     slots = [(r, m) for r in rounds for m in range(k)]
     members = [member for model in models for member in model.members()]
-    # On a CPU, slots stack in groups whose activations fit the cache; a GPU takes them all.
-    group = None if device.type == "cuda" else stack_size(members[0], config.batch_size)
+    # On a CPU, slots stack in groups whose activations fit the cache; a GPU takes them all,
+    # folded into the channels of grouped convolutions.
+    gpu = device.type == "cuda"
+    group = None if gpu else stack_size(members[0], config.batch_size)
     net = stack_models(members, [member_generator(config, r, "dropout", m, device) for r, m in slots],
-                       group).to(device)
+                       group, folded=gpu).to(device)
     combine = cls.combine_members
     curves = Curves(net, on_device, config.curve_pairs, EVAL_CHUNK, config.precision, k, combine)
 

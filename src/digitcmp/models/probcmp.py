@@ -61,7 +61,8 @@ def jitter(x: torch.Tensor, gen: torch.Generator, rotate: float = 12.0, scale: f
     cos, sin, sh = torch.cos(angle) / s, torch.sin(angle) / s, uniform(shear)
     # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.
     tx, ty = uniform(shift) * 2 / w, uniform(shift) * 2 / h
-    theta = torch.stack((torch.stack((cos, sh - sin, tx), 1), torch.stack((sin, cos, ty), 1)), 1)
+    # The draws come from gen on the CPU, whatever the device: the same jitter everywhere.
+    theta = torch.stack((torch.stack((cos, sh - sin, tx), 1), torch.stack((sin, cos, ty), 1)), 1).to(x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Inputs are standardised, so the background is each image's minimum, not 0: sample the
     # image minus its background, whose zero padding is then background too.
