@@ -5,7 +5,7 @@ import itertools
 import torch
 
 from digitcmp.config import Config
-from digitcmp.models import count_params, get_model_class
+from digitcmp.models import count_params, get_model_class, register
 from digitcmp.models.probcmp import comparison_logits, jitter, p_leq, re_pair
 from digitcmp.train import train_rounds
 
@@ -81,3 +81,48 @@ def test_a_short_run_of_probcmp_small_learns():
     assert losses[-1] < losses[0]
     # Chance is ~45 % on the target and 90 % on the digits; this run reaches ~15 % on both.
     assert record["train_digit_error"] < 0.4 and record["train_error"] < 0.3
+
+
+def test_elastic_distortion_moves_pixels_a_little_and_keeps_the_background():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((8, 1, 14, 14), -0.4)
+    x[:, :, 4:10, 6:8] = 2.5
+    affine = jitter(x, torch.Generator().manual_seed(0), rotate=0, scale=0, shear=0, shift=0)
+    bent = jitter(x, gen, rotate=0, scale=0, shear=0, shift=0, elastic=1.0)
+    assert torch.allclose(affine, x, atol=1e-5) and not torch.allclose(bent, x, atol=1e-2)
+    assert torch.allclose(bent[:, :, 0, 0], torch.full((8, 1), -0.4))
+    assert (bent - x).abs().sum() < (x - x.mean()).abs().sum()  # a small change, not a new image
+
+
+def test_test_time_views_average_in_eval_only():
+    torch.manual_seed(0)
+    plain = get_model_class("probcmp_small")()
+    from digitcmp.models.probcmp import digit_net
+
+    torch.manual_seed(0)
+    net = digit_net(plain.width, views=4)
+    net.load_state_dict(plain.nets[0].state_dict())
+    x = torch.randn(6, 1, 14, 14)
+    net.train(), plain.nets[0].train()
+    assert torch.equal(net.classify(x), plain.nets[0].classify(x))  # training sees one view
+    net.eval(), plain.nets[0].eval()
+    with torch.no_grad():
+        views, one = net.classify(x), plain.nets[0].classify(x)
+    assert not torch.allclose(views, one) and torch.allclose(views.exp().sum(1), torch.ones(6))
+    assert torch.equal(views, net.classify(x))  # the same views every time
+
+
+def test_weight_averaging_ends_on_the_average_not_the_last_step():
+    from digitcmp.models import MODELS
+
+    config = Config(data="embedded", pairs=60, epochs=2, batch_size=20)
+    ema_cls = type("EmaSmall", (MODELS["probcmp_small"],), {"ema_decay": 0.5})
+    register("probcmp_small_ema_test")(ema_cls)
+    try:
+        [a] = train_rounds(config, "probcmp_small", [0])
+        [b] = train_rounds(config, "probcmp_small_ema_test", [0])
+    finally:
+        MODELS.pop("probcmp_small_ema_test")
+    # Same training (same seeds) until the end, where the averaged weights replace the last ones.
+    assert a.record["train_loss"] == b.record["train_loss"]
+    assert not torch.equal(a.model.nets[0][0].weight, b.model.nets[0][0].weight)

@@ -46,9 +46,9 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {s} s" if minutes else f"{s} s"
 
 
-def run_and_report(config: Config, args: argparse.Namespace) -> tuple[Path, list[dict], str]:
+def run_and_report(config: Config, args: argparse.Namespace) -> tuple[list[dict], str, str]:
     """Run config's missing rounds into args.out, then write its tables, figures and report.
-    Returns the report's path, every round's result and Table III."""
+    Returns every round's result, Table III and the run's last line (to say after the results)."""
     from .experiment import run_experiment
     from .report import write_report
 
@@ -59,14 +59,15 @@ def run_and_report(config: Config, args: argparse.Namespace) -> tuple[Path, list
                              ray_address=args.ray_address)
     report, table = write_report(args.out, say=say)
     planned = len(config.models) * config.rounds
-    say(f"digitcmp: done in {_duration(time.perf_counter() - start)}: {len(results)} of {planned} "
-        f"rounds; report {report}, figures in {report.parent / 'figures'}/")
-    return report, results, table
+    done = (f"digitcmp: done in {_duration(time.perf_counter() - start)}: {len(results)} of {planned} "
+            f"rounds; report {report}, figures in {report.parent / 'figures'}/")
+    return results, table, done
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    _, _, table = run_and_report(config_from(args), args)
-    print(f"Table III ({args.out}):\n\n{table}")
+    _, table, done = run_and_report(config_from(args), args)
+    print(f"Table III ({args.out}):\n\n{table}", flush=True)
+    say(done)
     return 0
 
 
@@ -77,11 +78,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         raise ConfigError("--aux-weights: give at least one weight (0 and 1 are the arms "
                           "siamese and siamese_aux)")
     config = ablation_config(config_from(args), args.aux_weights)
-    _, _, table = run_and_report(config, args)
+    _, table, done = run_and_report(config, args)
     print(f"Table III ({args.out}):\n\n{table}")
     effects = Path(args.out) / "effects.md"
     if effects.exists():
-        print(effects.read_text().split("\n\n", 1)[1])
+        print(effects.read_text().split("\n\n", 1)[1], flush=True)
+    say(done)
     return 0
 
 
@@ -90,11 +92,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     variants = load_sweep(args.sweep_file)
     config = config_from(args, models=list(variants), variants=variants)
-    _, results, _ = run_and_report(config, args)
+    results, _, done = run_and_report(config, args)
     table = write_sweep(args.out, sweep_rows(results, variants))
     if not config.val_pairs:
         say("digitcmp: --val-pairs 0: no validation split, so no grid point is named best")
-    print(f"Sweep ({args.out}/sweep.csv):\n\n{table}")
+    print(f"Sweep ({args.out}/sweep.csv):\n\n{table}", flush=True)
+    say(done)
     return 0
 
 

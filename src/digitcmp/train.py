@@ -89,6 +89,8 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused or None)
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=config.epochs * math.ceil(n / bs))
              if recipe.one_cycle else None)
+    params = list(net.parameters())
+    ema = [p.detach().clone() for p in params] if recipe.ema_decay else None
     # MPS has no float64; elsewhere sums of per-batch losses are kept in double precision.
     acc = torch.float32 if device.type == "mps" else torch.float64
     history: dict[str, list[torch.Tensor]] = {}
@@ -112,6 +114,10 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
             opt.step()
             if sched is not None:
                 sched.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for e, p in zip(ema, params, strict=True):
+                        e.lerp_(p, 1 - recipe.ema_decay)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0) + v.detach().to(acc) * size
             wrong += (out[0].argmax(1) != b.target).view(slots, -1).sum(1)
@@ -122,6 +128,10 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
             history.setdefault(k, []).append(v.cpu())
         if after_epoch is not None:
             after_epoch(epoch)
+    if ema is not None:  # the average of the last steps' weights, not the last one's
+        with torch.no_grad():
+            for p, e in zip(params, ema, strict=True):
+                p.copy_(e)
     return {k: torch.stack(v) for k, v in history.items()}
 
 
@@ -281,8 +291,8 @@ def make_record(config: Config, model_name: str, round: int, model: nn.Module, e
     if "val" in evals:
         result["val_error"] = evals["val"]["error"]
     if digits:
-        result["train_digit_error"] = evals["train"]["digit_error"]
-        result["test_digit_error"] = evals["test"]["digit_error"]
+        for split in evals:
+            result[f"{split}_digit_error"] = evals[split]["digit_error"]
     result.update({f"train_mode_{split}_error": e for split, e in train_mode.items()})
     result.update(train_loss=curves.pop("loss"), curves=curves, seconds=float(f"{seconds:.3f}"),
                   engine=engine, device=str(device))

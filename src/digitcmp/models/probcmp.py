@@ -48,10 +48,13 @@ def compare(probs: torch.Tensor) -> torch.Tensor:
 
 
 def jitter(x: torch.Tensor, gen: torch.Generator, rotate: float = 12.0, scale: float = 0.1,
-           shear: float = 0.15, shift: float = 1.4) -> torch.Tensor:
+           shear: float = 0.15, shift: float = 1.4, elastic: float = 0.0,
+           smooth: float = 2.0) -> torch.Tensor:
     """Each image of ``x`` (N x 1 x H x W) under its own random affine map: a rotation up to
     ``rotate`` degrees, a scale within 1 +- ``scale``, a shear up to ``shear`` and a shift up to
-    ``shift`` pixels. Small enough that a digit stays the digit it was."""
+    ``shift`` pixels; with ``elastic``, also a smooth random displacement field (Simard et al.,
+    2003) of about ``elastic`` pixels, smoothed over ``smooth`` pixels. Small enough that a
+    digit stays the digit it was."""
     n, _, h, w = x.shape
 
     def uniform(bound: float) -> torch.Tensor:
@@ -64,6 +67,16 @@ def jitter(x: torch.Tensor, gen: torch.Generator, rotate: float = 12.0, scale: f
     # The draws come from gen on the CPU, whatever the device: the same jitter everywhere.
     theta = torch.stack((torch.stack((cos, sh - sin, tx), 1), torch.stack((sin, cos, ty), 1)), 1).to(x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic:
+        field = torch.rand(n, 2, h, w, generator=gen) * 2 - 1
+        k = torch.arange(-3 * smooth, 3 * smooth + 1).div(smooth).pow(2).mul(-0.5).exp()
+        k = (k / k.sum()).to(field)
+        # A separable Gaussian blur of each displacement component, then scaled to pixels.
+        field = F.conv2d(field.reshape(-1, 1, h, w), k.view(1, 1, -1, 1), padding=(len(k) // 2, 0))
+        field = F.conv2d(field, k.view(1, 1, 1, -1), padding=(0, len(k) // 2)).view(n, 2, h, w)
+        field = field / field.flatten(1).abs().amax(1).clamp_min(1e-8).view(n, 1, 1, 1) * elastic
+        pixel = torch.tensor([2 / w, 2 / h]).view(1, 1, 1, 2)
+        grid = grid + (field.permute(0, 2, 3, 1) * pixel).to(grid)
     # Inputs are standardised, so the background is each image's minimum, not 0: sample the
     # image minus its background, whose zero padding is then background too.
     background = x.amin((1, 2, 3), keepdim=True)
@@ -84,11 +97,20 @@ def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 
 class DigitNet(nn.Sequential):
     """One member of probcmp: a digit classifier (``classify``), trained as a pair model whose
-    comparison is computed from the two digits' distributions."""
+    comparison is computed from the two digits' distributions. With ``views`` > 1, in eval mode
+    it classifies each digit and ``views - 1`` fixed jittered copies of it and averages their
+    distributions (test-time augmentation)."""
+
+    views = 1
 
     def classify(self, digits: torch.Tensor) -> torch.Tensor:
         """10 logits per digit image (M x 1 x 14 x 14)."""
-        return super().forward(digits)
+        if self.training or self.views == 1:
+            return super().forward(digits)
+        gen = torch.Generator().manual_seed(0)  # the same views of a digit in every evaluation
+        copies = [digits] + [jitter(digits, gen) for _ in range(self.views - 1)]
+        probs = torch.stack([F.softmax(super(DigitNet, self).forward(v), 1) for v in copies]).mean(0)
+        return probs.clamp_min(1e-12).log()
 
     def forward(self, x: torch.Tensor):
         n = x.shape[0]
@@ -96,15 +118,17 @@ class DigitNet(nn.Sequential):
         return compare(F.softmax(logits, 1).view(n, 2, 10)), logits.view(n, 2, 10)
 
 
-def digit_net(width: int) -> DigitNet:
+def digit_net(width: int, views: int = 1) -> DigitNet:
     """A VGG-style classifier for one 1 x 14 x 14 digit: two 3x3 conv blocks at 14x14, two at
     7x7 (2x the channels), global average pooling, a linear map to 10 logits."""
     w2 = 2 * width
-    return DigitNet(
+    net = DigitNet(
         *conv_block(1, width), *conv_block(width, width), nn.MaxPool2d(2),
         *conv_block(width, w2), *conv_block(w2, w2), nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w2, 10),
     )
+    net.views = views
+    return net
 
 
 class ProbCmpBase(PairModel):
@@ -117,6 +141,8 @@ class ProbCmpBase(PairModel):
     # The recipe's ingredients, switchable so that each one's contribution can be measured
     # (benchmarks/probcmp_ingredients.py registers a model without each).
     use_jitter = True  # random affine jitter of the training digits
+    elastic = 0.0  # pixels of elastic distortion added to the jitter (0: none)
+    views = 1  # test-time augmentation: each test digit classified in this many views
     target_loss = True  # the comparison's cross-entropy on re-paired digits, beside the digit loss
     target_is_log_prob = True  # compare() returns log-probabilities
     label_smoothing = 0.1
@@ -124,7 +150,7 @@ class ProbCmpBase(PairModel):
 
     def __init__(self):
         super().__init__()
-        self.nets = nn.ModuleList(digit_net(self.width) for _ in range(self.members_count))
+        self.nets = nn.ModuleList(digit_net(self.width, self.views) for _ in range(self.members_count))
 
     def forward(self, x: torch.Tensor):
         return self.combine_members([net(x) for net in self.nets])
@@ -144,7 +170,9 @@ class ProbCmpBase(PairModel):
     def epoch_pairs(cls, train: Pairs, gen: torch.Generator) -> Pairs:
         """Each epoch, the training pairs' 2N digits, jittered, re-paired at random."""
         digits = train.input.reshape(-1, 1, *train.input.shape[2:])
-        return re_pair(jitter(digits, gen) if cls.use_jitter else digits, train.classes.reshape(-1), gen)
+        if cls.use_jitter:
+            digits = jitter(digits, gen, elastic=cls.elastic)
+        return re_pair(digits, train.classes.reshape(-1), gen)
 
 
 @register("probcmp")

@@ -63,6 +63,7 @@ class PairModel(nn.Module):
     target_is_log_prob = False  # target output holds log-probabilities already (NLL, not CE)
     label_smoothing = 0.0  # of the digit cross-entropy
     one_cycle = False  # learning rate: a one-cycle schedule peaking at lr, else constant
+    ema_decay = 0.0  # > 0: the trained weights are their exponential moving average over steps
 
     @classmethod
     def epoch_pairs(cls, train, gen: torch.Generator):
