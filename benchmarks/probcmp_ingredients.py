@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         base_mean = mean_std([100 * base[r] for r in common])[0]
         variant_mean = mean_std([100 * errors[r] for r in common])[0]
         print(f"| {cfg['models'][0]} | {len(common)} | {base_mean:.2f} % | {variant_mean:.2f} % | "
-              f"{s['mean']:+.2f} pp ({s['ci_low']:+.2f}, {s['ci_high']:+.2f}) | {s['wilcoxon_p']:.2f} | "
+              f"{s['mean']:+.2f} pp ({s['ci_low']:+.2f}, {s['ci_high']:+.2f}) | {s['wilcoxon_p']:.2g} | "
               f"{', '.join(f'{d:+.1f}' for d in diffs)} |")
 
 if __name__ == "__main__":

@@ -118,18 +118,19 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
     with run.locked():
         results = run.open(manifest)
         say(f"digitcmp: data: {describe(manifest['source'])}")
-        done = {(r["model"], r["round"]) for r in results}
-        todo = [(m, r) for m in config.models for r in range(config.rounds) if (m, r) not in done]
-        total = len(config.models) * config.rounds
+        asked = [(m, r) for m in config.models for r in range(config.rounds)]
+        done = {(r["model"], r["round"]) for r in results} & set(asked)
+        todo = [key for key in asked if key not in done]
         if done:
-            say(f"digitcmp: resuming {run.path}: {len(done)} of {total} rounds already done")
+            say(f"digitcmp: resuming {run.path}: {len(done)} of {len(asked)} rounds already done")
         tasks = plan(config, todo, rounds_per_task, all_rounds=bool(gpus))
         epochs = {arm: resolve(config, arm)[1].epochs for arm in config.models}
+
         def flops(arm):
             return forward_flops(get_model_class(resolve(config, arm)[0])())
 
         todo_count = {arm: sum(m == arm for m, _ in todo) for arm in config.models}
-        bar = Progress(todo_count, epochs, flops, len(done), total, bar=progress, say=say)
+        bar = Progress(todo_count, epochs, flops, len(done), len(asked), bar=progress, say=say)
         ckpt_dir = str(run.path / "checkpoints") if save_checkpoints else None
         try:
             for finished in execute(train_task, tasks, config, executor, workers, ckpt_dir, ray_address,
