@@ -67,7 +67,7 @@ def synthetic_run(path: Path, rounds: int = 4, models=("baseline", "cnn", "siame
                     rec["curves"] = {"target_loss": [0.7 - 0.1 * e for e in range(3)],
                                      "test_error": [0.3 - 0.02 * e + 0.01 * r for e in range(3)],
                                      "train_error": [0.2 - 0.05 * e for e in range(3)]}
-                    rec["train_mode_train_error"] = 0.1
+                    rec.update(train_mode_train_error=0.1, train_mode_test_error=0.3)
                 f.write(json.dumps(rec) + "\n")
     return path
 

@@ -27,6 +27,7 @@ def test_report_writes_every_file(rendered):
     assert "`digitcmp reproduce --rounds 4`" in report
     assert (run / "summary.md").exists() and (run / "summary.csv").exists()
     assert "```" in report and "Total params: 77,530" in report  # the layer table of cnn
+    assert "## Errors measured in training mode" in report
 
 
 def test_the_study_stands_beside_us(rendered):
@@ -55,7 +56,7 @@ def test_epochs_csv_is_long_format(rendered):
 def test_report_of_an_old_run_says_what_it_cannot_draw(tmp_path):
     run = synthetic_run(tmp_path / "old", curves=False)
     report = write_report(run)[0].read_text()
-    assert "no per-epoch test error" in report
+    assert "no per-epoch test error" in report and "in training mode" not in report
     assert (run / "figures" / "learning_curves.png").exists()
 
 

@@ -26,6 +26,33 @@ def epoch_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
+def train_mode_table(results: list[dict], models: list[str]) -> list[str]:
+    """report.md lines: each model's errors measured in training mode (dropout on, batch
+    statistics) beside the eval-mode ones and the study's, if the records hold them."""
+    from .stats import by_model, mean_std
+    from .study import published
+    from .tables import pct
+
+    groups = {m: rs for m, rs in by_model(results, models).items()
+              if all("train_mode_train_error" in r for r in rs)}
+    if not groups:
+        return []
+    study = published()["models"]
+    lines = ["## Errors measured in training mode", "",
+             "Every round also counts its errors as if still training (dropout on, BatchNorm with the "
+             "statistics of batches of --batch-size), as an error count that forgets `model.eval()` "
+             "does: one explanation the study's train errors admit.", "",
+             "| model | train error | in training mode | the study's | test error | in training mode "
+             "| the study's |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for m, rs in groups.items():
+        cells = [pct(mean_std([r[k] for r in rs])[0]) for k in
+                 ("train_error", "train_mode_train_error", "test_error", "train_mode_test_error")]
+        s = study.get(m, {})
+        lines.append(f"| {label(m)} | {cells[0]} | {cells[1]} | {pct(s.get('train_error_mean'))} | "
+                     f"{cells[2]} | {cells[3]} | {pct(s.get('test_error_mean'))} |")
+    return lines + [""]
+
+
 def layer_tables(models: list[str], arms: dict[str, str]) -> list[str]:
     """report.md lines: the layer table of each architecture the run trains."""
     from .models.layers import layer_table
@@ -81,6 +108,7 @@ def write_report(run_dir: str | os.PathLike, say=say) -> tuple[Path, str]:
     if not any(r.get("curves", {}).get("test_error") for r in results):
         lines += ["These records have no per-epoch test error (they were written by an older digitcmp, "
                   "or with --curve-pairs 0): the learning curves show what the records hold.", ""]
+    lines += train_mode_table(results, models)
     if is_ablation(results):
         effect_rows, sweep_rows, effects_md = write_effects(run_dir, results)
         lines += ["## Ablation: weight sharing x auxiliary loss", "", effects_md]
