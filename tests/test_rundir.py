@@ -32,6 +32,8 @@ def test_torn_last_line_is_dropped_and_cut(tmp_path):
     (line(model=3), "model is 3"),
     (line(test_error=1.5), "test_error is 1.5, not a fraction"),
     (line(train_error=True), "train_error is True"),
+    (line(train_error=float("nan")), "train_error is nan"),  # json.dumps writes NaN
+    (line(test_error=float("inf")), "test_error is inf"),
 ])
 def test_malformed_lines_are_named(tmp_path, bad, message):
     path = tmp_path / "rounds.jsonl"

@@ -46,7 +46,10 @@ def parse_record(line: bytes, where: str) -> dict:
         if key not in rec:
             raise RunDirError(f"{where}: malformed result line (missing field {key!r})")
         value = rec[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        # A required error is a number in every genuine record: NaN (which JSON readers accept)
+        # would pass the range check below, since NaN compares false with everything.
+        if isinstance(value, bool) or not isinstance(value, kind) or (
+                isinstance(value, float) and not math.isfinite(value)):
             raise RunDirError(f"{where}: malformed result line ({key} is {value!r})")
     if rec["round"] < 0:
         raise RunDirError(f"{where}: malformed result line (round {rec['round']})")
