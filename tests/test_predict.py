@@ -1,4 +1,5 @@
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -71,11 +72,18 @@ def test_predict_images_and_pairs_from_the_cli(tmp_path, checkpoint, capsys):
     ("missing", "no such image file"),
     ("directory", "is a directory"),
     ("huge", "pixels"),
+    ("broken chunk", "broken PNG file"),
 ])
 def test_bad_images(tmp_path, checkpoint, capsys, problem, message):
     bad = tmp_path / "bad.png"
     if problem == "text":
         bad.write_text("not an image")
+    elif problem == "broken chunk":  # the image data's length halved: the next chunk is garbage
+        Image.fromarray(raw_digit(0)).save(bad)
+        raw = bytearray(bad.read_bytes())
+        at = raw.find(b"IDAT")
+        raw[at - 4:at] = struct.pack(">I", struct.unpack(">I", raw[at - 4:at])[0] // 2)
+        bad.write_bytes(bytes(raw))
     elif problem == "blank":
         Image.new("L", (40, 40), 200).save(bad)
     elif problem == "directory":

@@ -81,7 +81,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: no such image file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, not an image") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    # Pillow's PNG reader reports a broken chunk as a SyntaxError.
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({str(e).splitlines()[0][:160]})") from None
 
 
