@@ -2,15 +2,16 @@
 on a busy machine.
 
     python benchmarks/step_time.py [--models baseline cnn siamese_aux] [--steps 40] [--threads 1]
-        [--against OLD_STACKED.py] [--device cpu] [--rounds R]
+        [--against OLD_STACKED.py] [--compile] [--device cpu] [--rounds R]
 
 For each model, one training step (100 pairs per round, forward, backward, Adam) of each variant
 is run in turn, ``--steps`` times: the reference engine (the plain model and loop), the stacked
 engine at the stack size ``digitcmp reproduce`` uses, and, with ``--against``, the stacked engine
 of another digitcmp (a ``stacked.py`` file, e.g. ``git show REV:src/digitcmp/stacked.py``), with
-the plain Adam that digitcmp 0.1's stacked engine used. On a GPU (``--device cuda``) the stacked
-engine stacks ``--rounds`` rounds (default 15, as ``reproduce`` does there), both folded into
-grouped convolutions (what digitcmp uses on a GPU) and slot by slot.
+the plain Adam that digitcmp 0.1's stacked engine used, and, with ``--compile``, the stacked
+engine through ``torch.compile`` (its compilation happens in untimed warm-up steps). On a GPU
+(``--device cuda``) the stacked engine stacks ``--rounds`` rounds (default 15, as ``reproduce``
+does there), both folded into grouped convolutions (what digitcmp uses on a GPU) and slot by slot.
 Alternating the variants step by step exposes them to the same machine noise, so their ratio is
 meaningful where separate timings are not. Prints the minimum and median per variant and, last,
 ``stacked_vs_reference=<mean over models of the ratio of minima>`` (below 1: stacked is faster).
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40, help="steps per variant (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="(default: %(default)s)")
     p.add_argument("--against", metavar="STACKED.py", help="another digitcmp's stacked.py to time too")
+    p.add_argument("--compile", action="store_true", help="also time the stacked engine under torch.compile")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
     p.add_argument("--rounds", type=int, default=15, help="rounds stacked on a GPU (default: %(default)s)")
     args = p.parse_args()
@@ -97,6 +99,9 @@ def main() -> None:
         if gpu:
             variants[f"stacked (R={rounds}, slot by slot)"] = variant(stacked_with(stack_models), rounds,
                                                                       True)
+        if args.compile:
+            net, opt, batch, slots = variant(stacked_with(stack_models, folded=gpu), rounds, True)
+            variants[f"stacked (R={rounds}), torch.compile"] = (torch.compile(net), opt, batch, slots)
         if args.against:
             other = load_stacked(args.against)
             variants[f"stacked, {args.against}"] = variant(stacked_with(other), rounds, False)
