@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from digitcmp.cli import main
@@ -83,10 +86,16 @@ def test_an_unexpected_error_is_one_line_unless_debugging(monkeypatch, capsys):
         raise ZeroDivisionError("bug")
 
     monkeypatch.setattr(commands, "cmd_models", boom)
-    from digitcmp import cli
-
-    monkeypatch.setattr(cli.commands, "cmd_models", boom)
     assert main(["models"]) == 3
     assert "internal error: ZeroDivisionError: bug (rerun with --debug" in capsys.readouterr().err
     with pytest.raises(ZeroDivisionError):
         main(["--debug", "models"])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["reproduce", "--help"], ["reproduce", "--epochs", "x"]])
+def test_help_and_flag_errors_do_not_import_torch(argv):
+    # In a fresh interpreter: this one imported torch long ago.
+    code = ("import sys\nfrom digitcmp.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,6 @@ import math
 import os
 import sys
 
-from . import commands
 from .config import (
     ABLATION_AUX_WEIGHTS,
     DEVICES,
@@ -169,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an error (also: DIGITCMP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    def command(name: str, func, summary: str, description: str, parents=()) -> argparse.ArgumentParser:
+    # Each subcommand names its function in commands.py, imported only once the flags are
+    # parsed: commands imports torch (seconds), which --help and a mistyped flag do not need.
+    def command(name: str, func: str, summary: str, description: str, parents=()) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=list(parents), help=summary, description=description,
                            allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,12 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("models", commands.cmd_models, "list the registered models",
+    p = command("models", "cmd_models", "list the registered models",
                 "List every registered model with its parameter count and a one-line "
                 "description, or print one model's layers (the study's Tables I and II).")
     p.add_argument("--layers", metavar="NAME", help="print NAME's layers, output shapes and parameters")
 
-    p = command("reproduce", commands.cmd_reproduce, "train models over randomised rounds; print Table III",
+    p = command("reproduce", "cmd_reproduce", "train models over randomised rounds; print Table III",
                 "Train each model for --rounds rounds, each on its own randomly drawn pairs, and "
                 "print the study's Table III beside ours. Writes the run directory (--out): "
                 "config.json, rounds.jsonl, summary.csv/.md, epochs.csv, report.md and figures/.",
@@ -190,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=list(STUDY_MODELS), metavar="NAME",
                    help="models to compare (default: " + " ".join(STUDY_MODELS) + ")")
 
-    p = command("ablation", commands.cmd_ablation,
+    p = command("ablation", "cmd_ablation",
                 "the 2x2 weight sharing x auxiliary loss ablation, with an aux-weight sweep",
                 "Train the four arms of the 2 x 2 design (separate, separate_aux, siamese, "
                 "siamese_aux) on the same pairs round by round, and the shared arm at each "
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the arms siamese and siamese_aux (default: "
                                      + " ".join(f"{w:g}" for w in ABLATION_AUX_WEIGHTS) + ")")
 
-    p = command("sweep", commands.cmd_sweep, "train every point of a grid of training options",
+    p = command("sweep", "cmd_sweep", "train every point of a grid of training options",
                 "Train every point of a grid of training options (a TOML file, see "
                 "examples/sweep.toml) for --rounds rounds; the best point is chosen on the "
                 "validation pairs (--val-pairs), never on test pairs.",
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a [grid] table: model and training options, each a value or a list")
     p.set_defaults(val_pairs=200)
 
-    p = command("train", commands.cmd_train, "train one model on one round's pairs; save it",
+    p = command("train", "cmd_train", "train one model on one round's pairs; save it",
                 "Train one model on one round's training pairs, print its train and test error, "
                 "and optionally save it as a checkpoint for `digitcmp predict`.",
                 [training_flags()])
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="PATH", help="write the trained model here (e.g. model.pt)")
     p.add_argument("--force", action="store_true", help="replace an existing --save file")
 
-    p = command("predict", commands.cmd_predict, "compare two digit images, or a file of pairs",
+    p = command("predict", "cmd_predict", "compare two digit images, or a file of pairs",
                 "Compare two digit images (any format Pillow reads, either polarity), or every "
                 "pair of an N x 2 x 14 x 14 tensor file, with a saved model.")
     p.add_argument("--checkpoint", required=True, metavar="PATH",
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where the model runs (default: %(default)s)")
 
-    p = command("report", commands.cmd_report, "(re)write the tables, figures and report.md of a run",
+    p = command("report", "cmd_report", "(re)write the tables, figures and report.md of a run",
                 "Write summary tables, epochs.csv, figures (PNG, SVG, PDF) and report.md for a "
                 "run directory, also for a run still in progress or stopped early.")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -247,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     args.plugin = args.plugin + args.plugin_after
     debug = args.debug or os.environ.get("DIGITCMP_DEBUG") == "1"
     try:
+        from . import commands
         from .plugins import resolve_plugin
 
         args.plugin = [resolve_plugin(p) for p in args.plugin]
-        return args.func(args)
+        return getattr(commands, args.func)(args)
     except DigitcmpError as e:
         if debug:
             raise
