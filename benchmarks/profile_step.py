@@ -1,0 +1,70 @@
+"""Where a training step's time goes: torch.profiler's table of operators for one model.
+
+    python benchmarks/profile_step.py [--model cnn] [--engine stacked] [--steps 20] [--rows 20]
+        [--threads 1]
+
+Builds the model as ``digitcmp reproduce`` trains it on the CPU (the stacked engine at its stack
+size, or the plain model for ``--engine reference``), warms up, then profiles ``--steps``
+training steps (forward, loss, backward, Adam) on round 0's first batch and prints the
+operators sorted by their own CPU time. Last line: ``ms_per_round_step=<profiled mean>`` (the
+profiler adds some overhead; ``step_time.py`` gives clean timings).
+"""
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from digitcmp.config import Config, aux_weight_for, lr_for
+from digitcmp.data.pairs import Pairs, round_data
+from digitcmp.models import get_model_class
+from digitcmp.seeds import generator
+from digitcmp.stacked import stack_models, stack_size
+from digitcmp.train import cached_source, init_model, pair_losses
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="cnn", help="(default: %(default)s)")
+    p.add_argument("--engine", default="stacked", choices=["stacked", "reference"],
+                   help="(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20, help="profiled steps (default: %(default)s)")
+    p.add_argument("--rows", type=int, default=20, help="operators shown (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="(default: %(default)s)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    config = Config(data="embedded")
+    cls = get_model_class(args.model)
+    stacked = args.engine == "stacked"
+    slots = stack_size(cls(), config.batch_size) if stacked else 1
+    source = cached_source("embedded", None)
+    batch = Pairs.cat([round_data(source, 0, r, config.pairs).train[:config.batch_size]
+                       for r in range(slots)])
+    models = [init_model(config, cls, r) for r in range(slots)]
+    net = (stack_models(models, [generator(0, r, "dropout") for r in range(slots)]) if stacked
+           else models[0]).train()
+    opt = torch.optim.Adam(net.parameters(), lr=lr_for(config, cls), weight_decay=config.weight_decay,
+                           fused=stacked or None)  # as train.fit: the fused kernel for the stacked engine
+    aux = aux_weight_for(config, cls)
+
+    def step() -> None:
+        parts = pair_losses(net(batch.input), batch, slots, cls, aux)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].sum().backward()
+        opt.step()
+
+    for _ in range(5):  # warm up allocators and kernels
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        seconds = time.perf_counter() - start
+    print(f"{args.model}, {args.engine} engine, {slots} round(s) per step, {args.threads} thread(s)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    print(f"ms_per_round_step={1000 * seconds / args.steps / slots:.2f}")
+
+
+if __name__ == "__main__":
+    main()
