@@ -189,7 +189,9 @@ def fig_learning_curves(groups, col, about):
                 _band(right, np.arange(1, values.shape[1] + 1), 100 * values, col[m], style)
                 drawn = True
         if test is not None and m in study:
-            right.scatter([test.shape[1] + 0.6], [100 * study[m]["test_error_mean"]], **STUDY)
+            # In the model's colour: the three diamonds sit side by side, away from their curves.
+            right.scatter([test.shape[1] + 0.6], [100 * study[m]["test_error_mean"]],
+                          **STUDY | {"color": col[m], "edgecolors": "black", "linewidths": 0.8})
     left.set(xlabel="epoch", ylabel="target loss (cross-entropy of the comparison)",
              title="Target loss per epoch")
     right.set(xlabel="epoch", ylabel="error (%)", title="Error per epoch")
@@ -200,7 +202,8 @@ def fig_learning_curves(groups, col, about):
     handles += [Line2D([], [], color="gray", linestyle="-", label="test (subset of the test pairs)"),
                 Line2D([], [], color="gray", linestyle="--", label="train (batches, as trained)")]
     if any(m in study for m in groups):
-        handles.append(Line2D([], [], linestyle="", marker="D", color="black", label="the study's test mean"))
+        handles.append(Line2D([], [], linestyle="", marker="D", markerfacecolor="white",
+                              markeredgecolor="black", label="the study's test mean (model's colour)"))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8,
                frameon=False)
     footnote(fig, about)
