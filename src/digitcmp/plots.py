@@ -70,7 +70,21 @@ def colours(models: list[str]) -> dict[str, str]:
 
 def footnote(fig, about: str) -> None:
     """The data and rounds a figure shows, in small print under it."""
-    fig.text(0.01, -0.01, textwrap.fill(about, 110), fontsize=7, color="dimgray", ha="left", va="top")
+    fig.text(0.01, -0.01, textwrap.fill(about, 110), fontsize=7, color="dimgray", ha="left", va="top",
+             gid="footnote")  # placed under everything else by save()
+
+
+def model_ticks(ax, positions, groups) -> None:
+    """The models' names under their positions, slanted when they would not fit side by side
+    (the ablation's eight arms)."""
+    names = [label(m) for m in groups]
+    # A 9-point character is about 0.07 inch wide; leave each name a little room beside it.
+    crowded = sum(0.07 * len(n) + 0.15 for n in names) > ax.get_position().width * ax.figure.get_figwidth()
+    ax.set_xticks(positions, names, fontsize=9)
+    if crowded:
+        ax.tick_params(axis="x", labelrotation=30)
+        for t in ax.get_xticklabels():
+            t.set(ha="right", rotation_mode="anchor")
 
 
 def fig_test_error_distribution(groups, col, about):
@@ -86,12 +100,12 @@ def fig_test_error_distribution(groups, col, about):
                    edgecolor="black", linewidth=0.4)
         if m in study:
             ax.scatter([i + 0.33], [100 * study[m]["test_error_mean"]], **STUDY)
-    ax.set_xticks(range(1, len(groups) + 1), [label(m) for m in groups], fontsize=9)
+    model_ticks(ax, range(1, len(groups) + 1), groups)
     ax.set(ylabel="test error (%)", title="Test error over rounds")
     if any(m in study for m in groups):
         ax.legend(handles=[Line2D([], [], linestyle="", label="the study's mean",
                                   **{k: v for k, v in STUDY.items() if k in ("marker", "color")})],
-                  loc="upper right", fontsize=8)
+                  loc="best", fontsize=8)  # a fixed corner can hide a whisker
     footnote(fig, about)
     return fig
 
@@ -124,7 +138,7 @@ def fig_error_mean_std(groups, col, about):
                        **{**STUDY, "marker": "v" if split == "train" else "D"})
             top = max(top, max(v for _, v in marks))
     ax.set_ylim(0, top * 1.3 + 0.5)  # headroom: the legend sits above the tallest bar or marker
-    ax.set_xticks(x, [label(m) for m in groups], fontsize=9)
+    model_ticks(ax, x, groups)
     ax.set(ylabel="error (%)", title="Mean error ± std over rounds")
     handles = [Patch(facecolor="lightgray", edgecolor="black", hatch="//", alpha=0.6, label="train"),
                Patch(facecolor="gray", edgecolor="black", label="test")]
@@ -207,7 +221,6 @@ def fig_learning_curves(groups, col, about):
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8,
                frameon=False)
     footnote(fig, about)
-    fig.texts[-1].set_y(-0.14)
     return fig
 
 
@@ -264,6 +277,12 @@ def save(fig, path_stem: Path) -> list[Path]:
     # One tight bounding box for every format: bbox_inches="tight" lays the figure out again
     # for each format, and laying out text is most of the drawing time.
     fig.draw_without_rendering()
+    note = next((t for t in fig.texts if t.get_gid() == "footnote"), None)
+    if note is not None:  # under the lowest thing drawn: slanted model names, a legend below
+        note.set_visible(False)
+        lowest = fig.get_tightbbox().y0  # inches from the figure's bottom edge
+        note.set_visible(True)
+        note.set_y((lowest - 0.08) / fig.get_figheight())
     bbox = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
     paths = []
     for ext in FORMATS:
