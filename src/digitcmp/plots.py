@@ -49,7 +49,8 @@ CAPTIONS = {
                        "cross-entropy (left; the auxiliary loss is not in it, so every model is "
                        "on the same scale), and the test error on a fixed subset of the test "
                        "pairs (right, solid) beside the error on the training batches as they "
-                       "were trained (dashed) (the study's Fig. 4, like with like).",
+                       "were trained (dashed); diamonds at the right: the study's test means, "
+                       "in each model's colour (the study's Fig. 4, like with like).",
 }
 ABLATION_CAPTIONS = {
     "paired_differences": "Ablation: per-round difference in test error for each effect (dots, one "
