@@ -207,16 +207,18 @@ _STACKED = {nn.Linear: StackedLinear, nn.Conv2d: StackedConv2d,
             nn.BatchNorm1d: StackedBatchNorm, nn.BatchNorm2d: StackedBatchNorm}
 
 
+def _foreign_layer(network: nn.Module) -> nn.Module | None:
+    """The first layer of ``network`` with parameters or buffers that this engine cannot stack."""
+    for m in network.modules():
+        if type(m) not in _STACKED and (any(m.parameters(recurse=False)) or any(m.buffers(recurse=False))):
+            return m
+    return None
+
+
 def stackable(model: nn.Module) -> bool:
     """Whether the model's members (the networks that train; usually the model itself) hold
     parameters and buffers only in layers this engine can stack."""
-    if not isinstance(model, PairModel):
-        return False
-    for m in (m for member in model.members() for m in member.modules()):
-        own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
-        if own and type(m) not in _STACKED:
-            return False
-    return True
+    return isinstance(model, PairModel) and all(_foreign_layer(m) is None for m in model.members())
 
 
 def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generator],
@@ -224,9 +226,9 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
     """The S ``models`` (same class and shape, each initialised for its own round, or ensemble
     members) as S slots, in stacked networks of ``group`` slots each (default: all in one);
     ``folded``: convolutions and BatchNorm with the slots folded into channels (for a GPU)."""
-    for m in models[0].modules():
-        if type(m) not in _STACKED and (any(m.parameters(recurse=False)) or any(m.buffers(recurse=False))):
-            raise TypeError(f"{type(m).__name__} layers cannot be stacked")
+    foreign = _foreign_layer(models[0])
+    if foreign is not None:
+        raise TypeError(f"{type(foreign).__name__} layers cannot be stacked")
     group = group or len(models)
     slots = Slots([_stack(models[i:i + group], dropout_generators[i:i + group])
                    for i in range(0, len(models), group)])
