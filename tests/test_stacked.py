@@ -106,6 +106,8 @@ def test_models_with_other_layers_or_recipes_fall_back_to_the_reference_loop():
 
     assert not stackable(Odd())
     assert all(stackable(c()) for c in MODELS.values())  # every built-in model, ensembles too
+    with pytest.raises(TypeError, match="Odd layers cannot be stacked"):
+        stack_models([Odd(), Odd()], [generator(0, r, "dropout") for r in range(2)])
 
 
 def test_an_ensembles_members_train_as_slots_as_they_would_one_after_another():
