@@ -12,7 +12,7 @@ from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import round_data
 from digitcmp.models import MODELS, PairModel
 from digitcmp.seeds import generator
-from digitcmp.stacked import StackedDropout, stack_models, stackable
+from digitcmp.stacked import StackedConv2d, StackedDropout, stack_models, stackable
 from digitcmp.train import cached_source, evaluate, fit, init_model, train_rounds
 
 CFG = Config(data="embedded", pairs=100, epochs=2, batch_size=25)
@@ -84,6 +84,34 @@ def test_folded_slots_compute_what_slot_by_slot_computes(name):
         assert (p.grad - q.grad).norm() <= 1e-4 * scale, key
     for (key, u), v in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+@pytest.mark.parametrize(("in_ch", "kernel", "padding", "ring"), [
+    (16, 3, 3, (1, 1, 1, 1)),  # cnn's second layer: an outer ring of bias values
+    (16, (3, 5), (4, 1), (0, 0, 2, 2)),  # a ring on one axis only
+    (16, 5, 3, None),  # siamese_aux's second layer: every output sees the input
+    (2, 5, 3, None),  # a first layer (im2col)
+])
+def test_a_stacked_convolution_is_its_rounds_convolutions(rounds, in_ch, kernel, padding, ring):
+    """Each round's slice of the output, and the gradients of its input, weight and bias, are
+    those of the plain Conv2d it was made from, whichever way the engine computes them."""
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(in_ch, 6, kernel, padding=padding) for _ in range(rounds)]
+    stacked = StackedConv2d(convs)
+    assert stacked.ring == ring
+    x = torch.randn(rounds * 4, in_ch, 8, 8)
+    g = torch.randn(rounds * 4, 6, *convs[0](x[:1]).shape[2:])
+    xs = x.clone().requires_grad_()
+    (stacked(xs) * g).sum().backward()
+    xr = x.clone().requires_grad_()
+    out = torch.cat([c(part) for c, part in zip(convs, xr.chunk(rounds), strict=True)])
+    (out * g).sum().backward()
+    torch.testing.assert_close(stacked(x), out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    for r, c in enumerate(convs):
+        torch.testing.assert_close(stacked.weight.grad[r], c.weight.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(stacked.bias.grad[r], c.bias.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_dropout_masks_differ_between_rounds_and_keep_the_rate():

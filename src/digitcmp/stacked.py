@@ -78,7 +78,15 @@ class StackedConv2d(nn.Module):
         if c.groups != 1 or c.padding_mode != "zeros" or isinstance(c.padding, str):
             raise TypeError("only plain Conv2d layers with numeric zero padding can be stacked")
         self.rounds, self.stride, self.padding, self.dilation = len(layers), c.stride, c.padding, c.dilation
-        self.im2col = c.in_channels <= 2 and c.stride == (1, 1) and c.dilation == (1, 1)
+        plain = c.stride == (1, 1) and c.dilation == (1, 1)
+        self.im2col = c.in_channels <= 2 and plain
+        # Padding beyond kernel - 1 on a side adds an outer ring of outputs that see nothing but
+        # zeros, i.e. equal the bias; oneDNN's kernels for such padding are slow (their backward
+        # most), so the convolution runs with padding kernel - 1 and its output is padded with
+        # the bias: the same function. ``ring``: F.pad's (left, right, top, bottom) widths.
+        ring = [max(0, p - k + 1) if plain else 0 for p, k in zip(c.padding, c.kernel_size, strict=True)]
+        self.inner_padding = tuple(p - r for p, r in zip(c.padding, ring, strict=True))
+        self.ring = (ring[1], ring[1], ring[0], ring[0]) if any(ring) else None
         w = torch.stack([m.weight.detach() for m in layers])
         # channels_last weights make oneDNN pick its fast nhwc kernels, and are, per output
         # channel, the (kh, kw, in) rows the im2col path multiplies with.
@@ -95,15 +103,21 @@ class StackedConv2d(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         biases = self.bias.unbind() if self.bias is not None else [None] * self.rounds
         if self.rounds == 1:  # the per-round arithmetic below, without a chunk and a cat
-            y = F.conv2d(x, self.weight[0], biases[0], self.stride, self.padding, self.dilation)
+            y = self._conv(x, self.weight[0], biases[0])
         else:
             # unbind/chunk rather than indexing: their backward is one stack/cat, not R scatters.
-            y = torch.cat([F.conv2d(xr, w, b, self.stride, self.padding, self.dilation)
-                           for xr, w, b in zip(x.chunk(self.rounds), self.weight.unbind(), biases,
-                                               strict=True)])
+            parts = zip(x.chunk(self.rounds), self.weight.unbind(), biases, strict=True)
+            y = torch.cat([self._conv(xr, w, b) for xr, w, b in parts])
         # A one-channel input is NCHW and NHWC at once, and the convolution then answers in
         # NCHW; keep every feature map channels_last, where pooling and BatchNorm are fast.
         return y.contiguous(memory_format=torch.channels_last)
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """One round's convolution by oneDNN (its outer ring of bias values added apart)."""
+        if self.ring is None:
+            return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
+        y = F.pad(F.conv2d(x, w, None, self.stride, self.inner_padding, self.dilation), self.ring)
+        return y if b is None else y + b.view(-1, 1, 1)
 
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         r = self.rounds
