@@ -8,6 +8,11 @@ size, or the plain model for ``--engine reference``), warms up, then profiles ``
 training steps (forward, loss, backward, Adam) on round 0's first batch and prints the
 operators sorted by their own CPU time. Last line: ``ms_per_round_step=<profiled mean>`` (the
 profiler adds some overhead; ``step_time.py`` gives clean timings).
+
+Before it, the matmul-like operators (convolutions, matmuls: the work ``speed.py`` counts) as a
+share of the step, their GFLOP/s and its fraction of the thread's matmul rate: with everything
+else taking no time, a step would reach that fraction of the roofline, so it bounds what
+removing the rest can give.
 """
 
 import argparse
@@ -19,9 +24,16 @@ from torch.profiler import ProfilerActivity, profile
 from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.models import get_model_class
+from digitcmp.models.layers import forward_flops
 from digitcmp.seeds import generator
 from digitcmp.stacked import stack_models, stack_size
 from digitcmp.train import cached_source, init_model, pair_losses
+from speed import matmul_gflops
+
+# The operators that do the counted arithmetic: oneDNN's convolutions, the im2col and Linear
+# matmuls. Everything else (BatchNorm, pooling, ReLU, copies, Adam) is what issue 24 removes.
+MATMUL_LIKE = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::bmm", "aten::baddbmm",
+               "aten::mm", "aten::addmm", "aten::matmul"}
 
 
 def main() -> None:
@@ -63,6 +75,16 @@ def main() -> None:
         seconds = time.perf_counter() - start
     print(f"{args.model}, {args.engine} engine, {slots} round(s) per step, {args.threads} thread(s)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    heavy = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_LIKE)
+    # As speed.py counts it: a training step is 3 forward passes' worth of matmul work.
+    flops = 3 * forward_flops(cls()) * config.batch_size * slots * args.steps
+    peak = matmul_gflops(args.threads)
+    heavy_rate, step_rate = flops / (heavy * 1e3), flops / (total * 1e3)  # profiler times are in us
+    print(f"matmul-like operators: {heavy / total:.0%} of the operators' time, {heavy_rate:.1f} GFLOP/s "
+          f"= {heavy_rate / peak:.2f} of the {peak:.0f} GFLOP/s matmul; the whole step {step_rate:.1f} "
+          f"GFLOP/s = {step_rate / peak:.2f}")
     print(f"ms_per_round_step={1000 * seconds / args.steps / slots:.2f}")
 
 

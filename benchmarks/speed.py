@@ -57,14 +57,20 @@ def matmul_gflops(threads: int, n: int = 2048, tries: int = 5, device: str = "cp
     return 2 * n**3 / best / 1e9
 
 
-def round_flops(config: Config, model: str) -> float:
-    """The floating-point work of one round of ``model`` under ``config``."""
+def round_pairs(config: Config) -> tuple[int, int]:
+    """Pairs one round trains on (over all its epochs) and pairs it evaluates (forward only)."""
     train = config.pairs - config.val_pairs
     curve_pairs = min(config.curve_pairs, config.pairs) + min(config.curve_pairs, config.val_pairs)
     curves = config.epochs * curve_pairs
     # Final errors on train, test and validation pairs; train-mode errors on train and test.
     evaluated = (train + config.pairs + config.val_pairs) + (train + config.pairs) + curves
-    return forward_flops(get_model_class(model)()) * (3 * config.epochs * train + evaluated)
+    return config.epochs * train, evaluated
+
+
+def round_flops(config: Config, model: str) -> float:
+    """The floating-point work of one round of ``model`` under ``config``."""
+    trained, evaluated = round_pairs(config)
+    return forward_flops(get_model_class(model)()) * (3 * trained + evaluated)
 
 
 def main() -> None:
