@@ -9,7 +9,8 @@ independent copies of it:
 - ``Conv2d``: one convolution per round on channels_last feature maps, where oneDNN's kernels,
   pooling and BatchNorm are fast (oneDNN's grouped convolution, the obvious way to do R at
   once, is far slower in backward); a convolution of one or two input channels as im2col and
-  one batched matmul instead;
+  one batched matmul instead; padding beyond kernel - 1 (outputs that see only zeros) added
+  after the convolution, as the bias;
 - ``BatchNorm``: statistics per (round, channel): R folded into the channel dimension for
   features, one call per round for feature maps;
 - ``Dropout``: masks drawn from a generator per round, so a round's masks do not depend on
