@@ -2,14 +2,15 @@
 on a busy machine.
 
     python benchmarks/step_time.py [--models baseline cnn siamese_aux] [--steps 40] [--threads 1]
-        [--against OLD_STACKED.py] [--compile] [--device cpu] [--rounds R]
+        [--against OLD_STACKED.py [--against-fused]] [--compile] [--device cpu] [--rounds R]
 
 For each model, one training step (100 pairs per round, forward, backward, Adam) of each variant
 is run in turn, ``--steps`` times: the reference engine (the plain model and loop), the stacked
 engine at the stack size ``digitcmp reproduce`` uses, and, with ``--against``, the stacked engine
 of another digitcmp (a ``stacked.py`` file, e.g. ``git show REV:src/digitcmp/stacked.py``), with
-the plain Adam that digitcmp 0.1's stacked engine used, and, with ``--compile``, the stacked
-engine through ``torch.compile`` (its compilation happens in untimed warm-up steps). On a GPU
+the plain Adam that digitcmp 0.1's stacked engine used (``--against-fused``: the fused one, as
+later versions), and, with ``--compile``, the stacked engine through ``torch.compile`` (its
+compilation happens in untimed warm-up steps). On a GPU
 (``--device cuda``) the stacked engine stacks ``--rounds`` rounds (default 15, as ``reproduce``
 does there), both folded into grouped convolutions (what digitcmp uses on a GPU) and slot by slot.
 Alternating the variants step by step exposes them to the same machine noise, so their ratio is
@@ -35,7 +36,8 @@ from digitcmp.train import cached_source, init_model, pair_losses
 
 def load_stacked(path: str):
     """A stacked.py from another digitcmp, loaded beside this one."""
-    spec = importlib.util.spec_from_file_location("stacked_other", path)
+    # Inside the digitcmp package, so that its relative imports resolve against this digitcmp.
+    spec = importlib.util.spec_from_file_location("digitcmp._stacked_other", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return getattr(module, "stack_models", None) or module.stack  # digitcmp 0.1 named it stack
@@ -66,6 +68,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40, help="steps per variant (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="(default: %(default)s)")
     p.add_argument("--against", metavar="STACKED.py", help="another digitcmp's stacked.py to time too")
+    p.add_argument("--against-fused", action="store_true",
+                   help="step --against's engine with the fused Adam too (a version that used it)")
     p.add_argument("--compile", action="store_true", help="also time the stacked engine under torch.compile")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
     p.add_argument("--rounds", type=int, default=15, help="rounds stacked on a GPU (default: %(default)s)")
@@ -104,7 +108,7 @@ def main() -> None:
             variants[f"stacked (R={rounds}), torch.compile"] = (torch.compile(net), opt, batch, slots)
         if args.against:
             other = load_stacked(args.against)
-            variants[f"stacked, {args.against}"] = variant(stacked_with(other), rounds, False)
+            variants[f"stacked, {args.against}"] = variant(stacked_with(other), rounds, args.against_fused)
         times = time_steps(variants, cls, aux_weight_for(config, cls), args.steps, device)
         for v, ts in times.items():
             print(f"{name:12s} {v:34s} min {1000 * min(ts):6.2f} ms, median "
