@@ -40,13 +40,13 @@ from digitcmp.models import get_model_class
 from speed import matmul_gflops, round_flops, round_pairs
 
 
-def layer_inputs(model: nn.Module, batch: int) -> list[tuple[nn.Module, torch.Size]]:
-    """Each Conv2d and Linear of ``model`` with the shape of its input, in order, for a batch of
-    ``batch`` pairs."""
+def layer_shapes(model: nn.Module, batch: int) -> list[tuple[nn.Module, torch.Size, torch.Size]]:
+    """Each Conv2d and Linear of ``model`` with the shapes of its input and output, in order, for
+    a batch of ``batch`` pairs."""
     layers = []
 
     def record(m, inputs, out):
-        layers.append((m, inputs[0].shape))
+        layers.append((m, inputs[0].shape, out.shape))
 
     hooks = [m.register_forward_hook(record) for m in model.modules()
              if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -113,12 +113,10 @@ def main() -> None:
     work = seconds = 0.0
     for name in args.models:
         shapes, gemm, best = [], [], []
-        for layer, shape in layer_inputs(get_model_class(name)(), batch):
+        for layer, shape, out in layer_shapes(get_model_class(name)(), batch):
             if isinstance(layer, nn.Linear):
                 m, k, n = shape.numel() // layer.in_features, layer.in_features, layer.out_features
-            else:  # output pixels from a forward on the real shape; a grouped one as one product
-                out = F.conv2d(torch.zeros(shape), layer.weight.detach(), None, layer.stride,
-                               layer.padding, layer.dilation, layer.groups)
+            else:  # a grouped convolution as one product of the same size
                 m, n = out.numel() // layer.out_channels, layer.out_channels
                 k = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
             shapes.append((m, k, n))

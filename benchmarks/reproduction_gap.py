@@ -16,6 +16,7 @@ the train-mode train error>/<models>``.
 import argparse
 from pathlib import Path
 
+from digitcmp.report import train_mode_table
 from digitcmp.rundir import load_run
 from digitcmp.stats import by_model, mean_std, paired
 from digitcmp.study import published
@@ -28,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
     study = published()["models"]
     runs = {d: load_run(d, say=lambda *a: None) for d in [args.default, *args.hypotheses]}
-    base_manifest, _, base = runs[args.default]
+    base_manifest, base_config, base = runs[args.default]
     base_by = by_model(base)
     print("| run | model | test error | Δ test (pp) | train error | Δ train (pp) |")
     print("|---|---|---:|---:|---:|---:|")
@@ -52,20 +53,12 @@ def main() -> None:
                     ci = f" [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]"
                 cells += [f"{mean:.2f} %", f"{delta:+.2f}{ci}"]
             print(f"| {run.name} | {model} | " + " | ".join(cells) + " |")
-    print("\nThe default run's errors measured in training mode, beside the study's:\n")
-    print("| model | train error: eval mode | train mode | the study | test error: eval mode | train mode "
-          "| the study |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    explained = 0
-    for model, rs in base_by.items():
-        s = study.get(model, {})
-        row = [mean_std([100 * r[k] for r in rs if k in r])[0] for k in
-               ("train_error", "train_mode_train_error", "test_error", "train_mode_test_error")]
-        study_train = 100 * s.get("train_error_mean", float("nan"))
-        study_test = 100 * s.get("test_error_mean", float("nan"))
-        explained += abs(row[1] - study_train) <= 1.0
-        print(f"| {model} | {row[0]:.2f} % | {row[1]:.2f} % | {study_train:.2f} % | {row[2]:.2f} % | "
-              f"{row[3]:.2f} % | {study_test:.2f} % |")
+    print()
+    print("\n".join(train_mode_table(base, base_config.models)))  # report.md's table, default run
+    # Explained: the study's train error is what counting in training mode gives, within 1 pp.
+    explained = sum(abs(mean_std([r["train_mode_train_error"] for r in rs])[0]
+                        - study.get(model, {}).get("train_error_mean", float("nan"))) <= 0.01
+                    for model, rs in base_by.items() if all("train_mode_train_error" in r for r in rs))
     print(f"explained={explained}/{len(base_by)}")
 
 
