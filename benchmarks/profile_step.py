@@ -27,7 +27,7 @@ from digitcmp.models import get_model_class
 from digitcmp.models.layers import forward_flops
 from digitcmp.seeds import generator
 from digitcmp.stacked import stack_models, stack_size
-from digitcmp.train import cached_source, init_model, pair_losses
+from digitcmp.train import cached_source, fuses, init_model, pair_losses
 from speed import matmul_gflops
 
 # The operators that do the counted arithmetic: oneDNN's convolutions, the im2col and Linear
@@ -54,8 +54,8 @@ def main() -> None:
     batch = Pairs.cat([round_data(source, 0, r, config.pairs).train[:config.batch_size]
                        for r in range(slots)])
     models = [init_model(config, cls, r) for r in range(slots)]
-    net = (stack_models(models, [generator(0, r, "dropout") for r in range(slots)]) if stacked
-           else models[0]).train()
+    net = (stack_models(models, [generator(0, r, "dropout") for r in range(slots)],
+                        fuse=fuses(config, torch.device("cpu"))) if stacked else models[0]).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr_for(config, cls), weight_decay=config.weight_decay,
                            fused=stacked or None)  # as train.fit: the fused kernel for the stacked engine
     aux = aux_weight_for(config, cls)

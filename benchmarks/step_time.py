@@ -6,11 +6,12 @@ on a busy machine.
 
 For each model, one training step (100 pairs per round, forward, backward, Adam) of each variant
 is run in turn, ``--steps`` times: the reference engine (the plain model and loop), the stacked
-engine at the stack size ``digitcmp reproduce`` uses, and, with ``--against``, the stacked engine
-of another digitcmp (a ``stacked.py`` file, e.g. ``git show REV:src/digitcmp/stacked.py``), with
-the plain Adam that digitcmp 0.1's stacked engine used (``--against-fused``: the fused one, as
-later versions), and, with ``--compile``, the stacked engine through ``torch.compile`` (its
-compilation happens in untimed warm-up steps). On a GPU
+engine at the stack size ``digitcmp reproduce`` uses, where that engine uses the fused BatchNorm +
+max-pool + ReLU kernel (``fused.py``) also the same engine without it, and, with ``--against``,
+the stacked engine of another digitcmp (a ``stacked.py`` file, e.g. ``git show
+REV:src/digitcmp/stacked.py``), with the plain Adam that digitcmp 0.1's stacked engine used
+(``--against-fused``: the fused one, as later versions), and, with ``--compile``, the stacked
+engine through ``torch.compile`` (its compilation happens in untimed warm-up steps). On a GPU
 (``--device cuda``) the stacked engine stacks ``--rounds`` rounds (default 15, as ``reproduce``
 does there), both folded into grouped convolutions (what digitcmp uses on a GPU) and slot by slot.
 Alternating the variants step by step exposes them to the same machine noise, so their ratio is
@@ -31,7 +32,7 @@ from digitcmp.device import resolve_device
 from digitcmp.models import get_model_class
 from digitcmp.seeds import generator
 from digitcmp.stacked import stack_models, stack_size
-from digitcmp.train import cached_source, init_model, pair_losses
+from digitcmp.train import cached_source, fuses, init_model, pair_losses
 
 
 def load_stacked(path: str):
@@ -98,13 +99,17 @@ def main() -> None:
                          [generator(0, r, "dropout", device) for r in range(rounds)], **options)
 
         variants = {"reference": variant(init_model(config, cls, 0), 1, False),
-                    f"stacked (R={rounds})": variant(stacked_with(stack_models, folded=gpu), rounds,
-                                                     True)}
+                    f"stacked (R={rounds})": variant(stacked_with(stack_models, folded=gpu,
+                                                                  fuse=fuses(config, device)), rounds, True)}
+        if any(getattr(m, "pool_relu", False) for m in variants[f"stacked (R={rounds})"][0].modules()):
+            variants[f"stacked (R={rounds}), no fused kernel"] = variant(stacked_with(stack_models),
+                                                                         rounds, True)
         if gpu:
             variants[f"stacked (R={rounds}, slot by slot)"] = variant(stacked_with(stack_models), rounds,
                                                                       True)
         if args.compile:
-            net, opt, batch, slots = variant(stacked_with(stack_models, folded=gpu), rounds, True)
+            net, opt, batch, slots = variant(stacked_with(stack_models, folded=gpu,
+                                                          fuse=fuses(config, device)), rounds, True)
             variants[f"stacked (R={rounds}), torch.compile"] = (torch.compile(net), opt, batch, slots)
         if args.against:
             other = load_stacked(args.against)

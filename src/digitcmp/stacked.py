@@ -18,7 +18,9 @@ independent copies of it:
 
 Everything else (ReLU, pooling, reshapes, the model's own ``forward``) is per-sample and runs
 unchanged, except that a ReLU followed by a max-pool is applied after it (``pool_before_relu``:
-the same function, on a quarter of the values). One Adam steps all rounds: Adam is element-wise,
+the same function, on a quarter of the values), and that on a CPU a BatchNorm followed by a
+2 x 2 max-pool and a ReLU trains as one fused C kernel where there is one (``fuse_pool_relu``,
+``fused.py``). One Adam steps all rounds: Adam is element-wise,
 and the loss is the *sum* of the per-round losses, so each round's weights see exactly their own
 round's gradient and moments.
 Each round keeps its own data, initialisation (the reference engine's, copied in), batch order,
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .models.registry import PairModel
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -156,9 +159,15 @@ class StackedConv2d(nn.Module):
 
 class StackedBatchNorm(nn.Module):
     """BatchNorm1d/2d with R x C channels: the round-major batch is viewed as N x (R*C) x ...
-    (feature maps too when ``folded``, on a GPU, where that permuting copy is cheap)."""
+    (feature maps too when ``folded``, on a GPU, where that permuting copy is cheap).
+
+    ``pool_relu`` (set by ``fuse_pool_relu``, which removes the max-pool and ReLU that followed
+    it): the layer computes relu(max_pool2d(batch_norm(x), 2)), in training on the CPU by one
+    fused kernel (``fused.py``).
+    """
 
     folded = False
+    pool_relu = False
 
     def __init__(self, layers: list[nn.modules.batchnorm._BatchNorm]):
         super().__init__()
@@ -173,6 +182,13 @@ class StackedBatchNorm(nn.Module):
         self.register_buffer("num_batches_tracked", layers[0].num_batches_tracked.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pool_relu:
+            return self._batch_norm(x)
+        if self.training and fused.supports(x):
+            return self._fused(x)
+        return F.relu(F.max_pool2d(self._batch_norm(x), 2))
+
+    def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self.num_batches_tracked += 1
         r = self.rounds
@@ -192,6 +208,17 @@ class StackedBatchNorm(nn.Module):
                                         self.running_var.view(r, -1).unbind(), self.weight.unbind(),
                                         self.bias.unbind(), strict=True)]
         return ys[0] if r == 1 else torch.cat(ys)
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(max_pool2d(batch_norm(x), 2)) in training, by the fused kernel, its batch
+        statistics updating the running ones as F.batch_norm's do."""
+        self.num_batches_tracked += 1
+        y, mean, var = fused.BNPoolReLU.apply(x, self.weight, self.bias, self.rounds, self.eps)
+        n = x.numel() // x.shape[1] // self.rounds  # values per (round, channel)
+        with torch.no_grad():  # the running variance is the unbiased one, as in PyTorch
+            self.running_mean.lerp_(mean.float(), self.momentum)
+            self.running_var.lerp_(var.float() * (n / (n - 1)), self.momentum)
+        return y
 
     def unstacked(self, r: int, layer: nn.modules.batchnorm._BatchNorm) -> None:
         c = self.weight.shape[1]
@@ -237,10 +264,12 @@ def stackable(model: nn.Module) -> bool:
 
 
 def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generator],
-                 group: int | None = None, folded: bool = False) -> Slots:
+                 group: int | None = None, folded: bool = False, fuse: bool = False) -> Slots:
     """The S ``models`` (same class and shape, each initialised for its own round, or ensemble
     members) as S slots, in stacked networks of ``group`` slots each (default: all in one);
-    ``folded``: convolutions and BatchNorm with the slots folded into channels (for a GPU)."""
+    ``folded``: convolutions and BatchNorm with the slots folded into channels (for a GPU);
+    ``fuse``: BatchNorm + max-pool + ReLU as one layer with a fused kernel (for a CPU that has
+    it: ``fused.library()``)."""
     foreign = _foreign_layer(models[0])
     if foreign is not None:
         raise TypeError(f"{type(foreign).__name__} layers cannot be stacked")
@@ -250,6 +279,8 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
     for m in slots.modules():
         if isinstance(m, (StackedConv2d, StackedBatchNorm)):
             m.folded = folded
+    if fuse:
+        fuse_pool_relu(slots)
     return slots
 
 
@@ -313,6 +344,28 @@ def pool_before_relu(model: nn.Module) -> None:
             for i in range(len(layers) - 1):
                 if type(layers[i]) is nn.ReLU and isinstance(layers[i + 1], (nn.MaxPool1d, nn.MaxPool2d)):
                     seq[i], seq[i + 1] = layers[i + 1], layers[i]
+
+
+def fuse_pool_relu(model: nn.Module) -> None:
+    """Make each StackedBatchNorm followed by a 2 x 2 max-pool and a ReLU in a
+    Sequential (the order ``pool_before_relu`` leaves) one ``pool_relu`` layer; the pool and
+    ReLU become identities, so every layer with state keeps its name."""
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            layers = list(seq)
+            for i in range(len(layers) - 2):
+                bn, pool, relu = layers[i:i + 3]
+                if (isinstance(bn, StackedBatchNorm) and isinstance(bn.momentum, float)
+                        and type(pool) is nn.MaxPool2d and _is_2x2(pool) and type(relu) is nn.ReLU):
+                    bn.pool_relu = True
+                    seq[i + 1], seq[i + 2] = nn.Identity(), nn.Identity()
+
+
+def _is_2x2(pool: nn.MaxPool2d) -> bool:
+    """Whether ``pool`` is MaxPool2d(2): 2 x 2 windows, stride 2, no padding or dilation, floor."""
+    sizes = [v if isinstance(v, tuple) else (v, v)
+             for v in (pool.kernel_size, pool.stride, pool.padding, pool.dilation)]
+    return sizes == [(2, 2), (2, 2), (0, 0), (1, 1)] and not pool.ceil_mode and not pool.return_indices
 
 
 def unstack(stacked: nn.Module, r: int, model: nn.Module) -> nn.Module:

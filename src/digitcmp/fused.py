@@ -1,0 +1,116 @@
+"""BatchNorm (training mode) + 2 x 2 max-pool + ReLU of channels_last feature maps in one C kernel.
+
+PyTorch runs these three as separate passes over the full-size map: forward, BatchNorm's
+statistics, its normalisation, the pool (with int64 indices) and the ReLU; backward, the ReLU,
+a zero-fill and a scatter for the pool and two more passes for BatchNorm. In a convnet's
+training step they cost about as much as the convolutions they follow. The kernel (``fused.c``)
+reads the map three times forward and writes only quarter-size results, and reads it once and
+writes its gradient once backward. It computes the same function; float summation order
+differs from PyTorch's, and so do the last digits of what trains with it.
+
+The C source is compiled on first use by the system's C compiler (``$CC``, else ``cc``) into
+digitcmp's cache, once per source and flags. It is used only on x86-64 CPUs with AVX2 and FMA:
+the flags target them, and without these instructions the compiled loops were measured slower
+than PyTorch's. Where that or the compiler is missing, ``library()`` is None and the callers
+use PyTorch's operators.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .data.sources import cache_dir
+
+SOURCE = Path(__file__).with_name("fused.c")
+# -fno-trapping-math lets the compiler turn the kernel's ternaries into vector selects; it
+# changes no result (it only assumes that nobody reads the floating-point exception flags).
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fno-trapping-math", "-shared", "-fPIC")
+MAX_CHANNELS = 1024  # MAXC in fused.c
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, building it into the cache on first use; None where it cannot run
+    (not an x86-64 CPU with AVX2, no C compiler, a failed build)."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or \
+            torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    compiler = os.environ.get("CC") or "cc"
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"fused-{key}.so"
+    if not path.exists():
+        # Built aside and renamed: workers starting together never load a half-written file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE)], check=True,
+                           capture_output=True, timeout=300)
+            os.replace(tmp, path)
+        except (OSError, subprocess.SubprocessError):
+            tmp.unlink(missing_ok=True)
+            return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+    lib.bn_pool_relu_forward.argtypes = [p, i, i, i, i, i, p, p, f, p, p, p, p, p]
+    lib.bn_pool_relu_backward.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
+    return lib
+
+
+def supports(x: torch.Tensor) -> bool:
+    """Whether the kernel can take feature maps like ``x``."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.shape[1] <= MAX_CHANNELS and library() is not None)
+
+
+def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+class BNPoolReLU(torch.autograd.Function):
+    """relu(max_pool2d(batch_norm(x), 2)) in training mode, for ``rounds`` stacked networks
+    (rows r*N .. r*N+N-1 of x are round r's); also returns each (round, channel)'s batch mean
+    and biased variance, in double precision, for the running statistics."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rounds: int,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
+        b, c, h, w = x.shape
+        out = torch.empty(b, c, h // 2, w // 2, memory_format=torch.channels_last)
+        which, xhat = torch.empty_like(out), torch.empty_like(out)
+        mean = torch.empty(rounds * c, dtype=torch.float64)
+        var = torch.empty_like(mean)
+        weight = weight.detach().contiguous()
+        with torch.profiler.record_function("digitcmp::bn_pool_relu_forward"):  # named in profiles
+            library().bn_pool_relu_forward(_ptr(x), rounds, b // rounds, h, w, c, _ptr(weight),
+                                           _ptr(bias.detach().contiguous()), eps, _ptr(mean),
+                                           _ptr(var), _ptr(out), _ptr(which), _ptr(xhat))
+        ctx.save_for_backward(x, out, which, xhat, weight, mean, var)
+        ctx.rounds, ctx.eps = rounds, eps
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, _mean, _var):
+        x, out, which, xhat, weight, mean, var = ctx.saved_tensors
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        b, c, h, w = x.shape
+        dx = torch.empty_like(x)
+        dweight, dbias = torch.empty_like(weight), torch.empty_like(weight)
+        with torch.profiler.record_function("digitcmp::bn_pool_relu_backward"):
+            library().bn_pool_relu_backward(_ptr(x), _ptr(grad_out), _ptr(out), _ptr(which),
+                                            _ptr(xhat), ctx.rounds, b // ctx.rounds, h, w, c,
+                                            _ptr(weight), _ptr(mean), _ptr(var), ctx.eps, _ptr(dx),
+                                            _ptr(dweight), _ptr(dbias))
+        return dx, dweight, dbias, None, None

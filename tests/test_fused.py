@@ -1,0 +1,115 @@
+"""The fused BatchNorm + max-pool + ReLU kernel against PyTorch's three operators."""
+
+import ctypes
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import TINY
+from digitcmp import fused
+from digitcmp.config import Config
+from digitcmp.stacked import StackedBatchNorm, fuse_pool_relu
+from digitcmp.train import train_rounds
+
+
+@pytest.fixture
+def kernel() -> ctypes.CDLL:
+    lib = fused.library()
+    if lib is None:
+        pytest.skip("no fused kernel on this machine (not an x86-64 CPU with AVX2, or no C compiler)")
+    return lib
+
+
+def _layers(rounds: int, channels: int) -> list[nn.BatchNorm2d]:
+    """BatchNorm layers with varied weights: positive, negative and zero scales."""
+    layers = []
+    for _ in range(rounds):
+        bn = nn.BatchNorm2d(channels)
+        with torch.no_grad():
+            bn.weight.copy_(torch.randn(channels))
+            bn.weight[0] = 0.0
+            bn.bias.copy_(torch.randn(channels))
+            bn.running_mean.copy_(torch.randn(channels))
+        layers.append(bn)
+    return layers
+
+
+@pytest.mark.parametrize("rounds, n, c, h, w", [(1, 20, 16, 16, 16), (3, 6, 20, 10, 10),
+                                                (2, 5, 3, 7, 5), (1, 2, 1, 2, 2)])
+def test_the_kernel_computes_batchnorm_pool_and_relu(kernel, rounds, n, c, h, w):
+    """Output, input and weight gradients and running statistics as PyTorch's operators give
+    them, round by round (odd sizes leave a row or column in no window)."""
+    torch.manual_seed(0)
+    layers = _layers(rounds, c)
+    x = (3 * torch.randn(rounds * n, c, h, w) + 1).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(rounds * n, c, h // 2, w // 2)
+    seq = nn.Sequential(StackedBatchNorm(layers), nn.MaxPool2d(2), nn.ReLU())
+    fuse_pool_relu(seq)
+    assert seq[0].pool_relu and isinstance(seq[1], nn.Identity) and isinstance(seq[2], nn.Identity)
+
+    xs = x.clone().requires_grad_()
+    got = seq(xs)
+    got.backward(grad)
+    xr = x.clone().requires_grad_()
+    want = torch.cat([F.relu(F.max_pool2d(bn(part), 2)) for bn, part in zip(layers, xr.chunk(rounds),
+                                                                               strict=True)])
+    want.backward(grad)
+
+    def close(a, b):
+        return torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    assert close(got, want)
+    assert close(xs.grad, xr.grad)
+    stacked = seq[0]
+    for r, bn in enumerate(layers):
+        assert close(stacked.weight.grad[r], bn.weight.grad)
+        assert close(stacked.bias.grad[r], bn.bias.grad)
+        assert close(stacked.running_mean.view(rounds, c)[r], bn.running_mean)
+        assert close(stacked.running_var.view(rounds, c)[r], bn.running_var)
+    assert stacked.num_batches_tracked.item() == 1
+    # In evaluation the layer is still BatchNorm (running statistics) + pool + ReLU.
+    stacked.eval()
+    with torch.no_grad():
+        assert close(seq(x), torch.cat([F.relu(F.max_pool2d(bn.eval()(part), 2))
+                                        for bn, part in zip(layers, x.chunk(rounds), strict=True)]))
+
+
+def test_without_the_kernel_the_fused_layer_uses_pytorchs_operators(monkeypatch):
+    monkeypatch.setattr(fused, "library", lambda: None)
+    torch.manual_seed(0)
+    layers = _layers(2, 4)
+    x = torch.randn(10, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    seq = nn.Sequential(StackedBatchNorm(layers), nn.MaxPool2d(2), nn.ReLU())
+    fuse_pool_relu(seq)
+    want = torch.cat([F.relu(F.max_pool2d(bn(part), 2)) for bn, part in zip(layers, x.chunk(2), strict=True)])
+    assert torch.equal(seq(x), want.detach())
+
+
+def test_only_a_plain_two_by_two_pool_is_fused():
+    for pool in (nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, ceil_mode=True)):
+        seq = nn.Sequential(StackedBatchNorm([nn.BatchNorm2d(3)]), pool, nn.ReLU())
+        fuse_pool_relu(seq)
+        assert not seq[0].pool_relu and seq[1] is pool
+
+
+def test_a_failed_build_means_no_kernel(monkeypatch, tmp_path):
+    """No C compiler: no kernel, nothing half-built left in the cache, no error."""
+    monkeypatch.setenv("DIGITCMP_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(fused.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert fused.library.__wrapped__() is None
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_a_round_records_whether_the_kernel_ran(kernel, monkeypatch, available):
+    if not available:
+        monkeypatch.setattr(fused, "library", lambda: None)
+    cfg = Config(**TINY, models=["cnn"])
+    [trained] = train_rounds(cfg, "cnn", [0])
+    assert trained.record["fused_kernel"] is (available and cfg.device == "cpu")
+    [plain] = train_rounds(Config(**TINY, models=["baseline"]), "baseline", [0])
+    assert plain.record["fused_kernel"] is False  # no BatchNorm + 2-D pool + ReLU in it
