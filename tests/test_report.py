@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from conftest import synthetic_run
@@ -71,6 +73,18 @@ def test_report_on_partial_run_says_how_many_rounds(tmp_path):
     run = synthetic_run(tmp_path / "run", rounds=1, planned=15)
     text = write_report(run)[0].read_text()
     assert "Baseline 1/15" in text and "partial run" in text
+
+
+def test_report_says_which_rounds_ran_the_fused_kernel(tmp_path, rendered):
+    assert "fused" not in rendered[1]  # records that do not say, as before the kernel existed
+    run = synthetic_run(tmp_path / "run")
+    records = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    for r in records:
+        r["fused_kernel"] = r["model"] == "cnn"
+    (run / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = write_report(run)[0].read_text()
+    cnn = sum(r["model"] == "cnn" for r in records)
+    assert f"(fused BatchNorm + max-pool + ReLU kernel in {cnn} of {len(records)} rounds)" in text
 
 
 def test_report_names_malformed_line(tmp_path, capsys):

@@ -86,13 +86,18 @@ def write_report(run_dir: str | os.PathLike, say=say) -> tuple[Path, str]:
     names = draw_all(results, models, run_dir / "figures", about)
 
     partial = any(n < cfg.rounds for n in done.values())
+    # The kernel changes float summation order (train.make_record): say how many rounds ran it.
+    fused = sum(r.get("fused_kernel") is True for r in results)
+    kernel = (f" (fused BatchNorm + max-pool + ReLU kernel in {fused} of {len(results)} rounds)"
+              if fused else "")
     command = manifest.get("command")
     lines = [
         f"# digitcmp report: {run_dir.name}", "",
         "Rounds finished per model: " + ", ".join(f"{label(m)} {n}/{cfg.rounds}" for m, n in done.items())
         + (" (partial run)" if partial else "") + ".", "",
         f"Data: {describe(source)}.", "",
-        f"Engine: {cfg.engine}, device: {manifest.get('device', cfg.device)}, precision: {cfg.precision}, "
+        f"Engine: {cfg.engine}{kernel}, device: {manifest.get('device', cfg.device)}, "
+        f"precision: {cfg.precision}, "
         f"seed {cfg.seed}.", "",
         "Command: `" + (" ".join(["digitcmp", *command[1:]]) if isinstance(command, list) and command
                         else "unknown") + "`", "",
