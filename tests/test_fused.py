@@ -11,7 +11,7 @@ from conftest import TINY
 from digitcmp import fused
 from digitcmp.config import Config
 from digitcmp.stacked import StackedBatchNorm, fuse_pool_relu
-from digitcmp.train import train_rounds
+from digitcmp.train import fuses, train_rounds
 
 
 @pytest.fixture
@@ -113,3 +113,11 @@ def test_a_round_records_whether_the_kernel_ran(kernel, monkeypatch, available):
     assert trained.record["fused_kernel"] is (available and cfg.device == "cpu")
     [plain] = train_rounds(Config(**TINY, models=["baseline"]), "baseline", [0])
     assert plain.record["fused_kernel"] is False  # no BatchNorm + 2-D pool + ReLU in it
+
+
+def test_the_engine_uses_the_kernel_only_where_it_was_measured_faster(kernel):
+    cpu = torch.device("cpu")
+    assert fuses(Config(threads=1), cpu) and fuses(Config(threads=2), cpu)
+    assert not fuses(Config(threads=4), cpu)  # a one-thread kernel beside PyTorch's parallel ones
+    assert not fuses(Config(precision="bf16"), cpu)
+    assert not fuses(Config(), torch.device("meta"))

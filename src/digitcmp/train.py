@@ -340,8 +340,11 @@ def train_round(config: Config, model_name: str, round: int, device: torch.devic
 
 def fuses(config: Config, device: torch.device) -> bool:
     """Whether the stacked engine runs BatchNorm + max-pool + ReLU as one C kernel (``fused.py``):
-    on a CPU that has it, in float32."""
-    return device.type == "cpu" and config.precision == "fp32" and fused.library() is not None
+    on a CPU that has it, in float32, on at most two threads per training. (The kernel runs on
+    one thread; it was measured faster than PyTorch's operators beside one and two threads,
+    README's Speed section, not against more.)"""
+    return (device.type == "cpu" and config.precision == "fp32" and config.threads <= 2
+            and fused.library() is not None)
 
 
 def train_stacked(config: Config, model_name: str, rounds: list[int], device: torch.device,
