@@ -2,17 +2,17 @@
 
 PyTorch runs these three as separate passes over the full-size map: forward, BatchNorm's
 statistics, its normalisation, the pool (with int64 indices) and the ReLU; backward, the ReLU,
-a zero-fill and a scatter for the pool and two more passes for BatchNorm. In a convnet's
-training step they cost about as much as the convolutions they follow. The kernel (``fused.c``)
-reads the map three times forward and writes only quarter-size results, and reads it once and
-writes its gradient once backward. It computes the same function; float summation order
-differs from PyTorch's, and so do the last digits of what trains with it.
+a zero-fill and a scatter for the pool and two more passes for BatchNorm: a large share of a
+convnet's training step (README, Speed). The kernel (``fused.c``) reads the map three times
+forward and writes only quarter-size results, and reads it once and writes its gradient once
+backward. It computes the same function; float summation order differs from PyTorch's, and so
+do the last digits of what trains with it.
 
 The C source is compiled on first use by the system's C compiler (``$CC``, else ``cc``) into
 digitcmp's cache, once per source and flags. It is used only on x86-64 CPUs with AVX2 and FMA:
-the flags target them, and without these instructions the compiled loops were measured slower
-than PyTorch's. Where that or the compiler is missing, ``library()`` is None and the callers
-use PyTorch's operators.
+the flags target them, and compiled without them its loops were slower than PyTorch's
+operators. Where that or the compiler is missing, ``library()`` is None and the callers use
+PyTorch's operators.
 """
 
 from __future__ import annotations
