@@ -87,6 +87,13 @@ def test_without_the_kernel_the_fused_layer_uses_pytorchs_operators(monkeypatch)
     assert torch.equal(seq(x), want.detach())
 
 
+def test_a_map_too_small_to_pool_is_refused_as_pytorch_refuses_it(kernel):
+    seq = nn.Sequential(StackedBatchNorm([nn.BatchNorm2d(3)]), nn.MaxPool2d(2), nn.ReLU())
+    fuse_pool_relu(seq)
+    with pytest.raises(RuntimeError):
+        seq(torch.randn(4, 3, 1, 5).contiguous(memory_format=torch.channels_last))
+
+
 def test_only_a_plain_two_by_two_pool_is_fused():
     for pool in (nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, ceil_mode=True)):
         seq = nn.Sequential(StackedBatchNorm([nn.BatchNorm2d(3)]), pool, nn.ReLU())

@@ -68,9 +68,10 @@ def library() -> ctypes.CDLL | None:
 
 
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernel can take feature maps like ``x``."""
+    """Whether the kernel can take feature maps like ``x`` (maps too small for a 2 x 2 window go
+    to PyTorch's operators, which refuse them with their own message)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and x.shape[1] <= MAX_CHANNELS and library() is not None)
+            and x.shape[1] <= MAX_CHANNELS and min(x.shape[2:]) >= 2 and library() is not None)
 
 
 def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
