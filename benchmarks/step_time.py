@@ -31,7 +31,7 @@ from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.device import resolve_device
 from digitcmp.models import get_model_class
 from digitcmp.seeds import generator
-from digitcmp.stacked import stack_models, stack_size
+from digitcmp.stacked import has_fused_layers, stack_models, stack_size
 from digitcmp.train import cached_source, fuses, init_model, pair_losses
 
 
@@ -101,7 +101,7 @@ def main() -> None:
         variants = {"reference": variant(init_model(config, cls, 0), 1, False),
                     f"stacked (R={rounds})": variant(stacked_with(stack_models, folded=gpu,
                                                                   fuse=fuses(config, device)), rounds, True)}
-        if any(getattr(m, "pool_relu", False) for m in variants[f"stacked (R={rounds})"][0].modules()):
+        if has_fused_layers(variants[f"stacked (R={rounds})"][0]):
             variants[f"stacked (R={rounds}), no fused kernel"] = variant(stacked_with(stack_models),
                                                                          rounds, True)
         if gpu:

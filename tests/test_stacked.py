@@ -13,7 +13,7 @@ from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import round_data
 from digitcmp.models import MODELS, PairModel
 from digitcmp.seeds import generator
-from digitcmp.stacked import StackedConv2d, StackedDropout, stack_models, stackable
+from digitcmp.stacked import StackedConv2d, StackedDropout, has_fused_layers, stack_models, stackable
 from digitcmp.train import cached_source, evaluate, fit, init_model, train_rounds
 
 CFG = Config(data="embedded", pairs=100, epochs=2, batch_size=25)
@@ -45,7 +45,7 @@ def test_stacked_training_equals_one_loop_per_round(name, fuse):
     ref_losses = [fit(m, [d.train], [generator(0, r, "batches")], cls, lr, aux, CFG, [name], CPU)["loss"]
                   for m, d, r in zip(refs, datas, rounds, strict=True)]
     net = stack_models(models, [generator(0, r, "dropout") for r in rounds], fuse=fuse)
-    assert any(getattr(m, "pool_relu", False) for m in net.modules()) is fuse
+    assert has_fused_layers(net) is fuse
     losses = fit(net, [d.train for d in datas], [generator(0, r, "batches") for r in rounds], cls, lr,
                  aux, CFG, [name] * 2, CPU)["loss"]
     assert torch.allclose(losses, torch.cat(ref_losses, 1), rtol=1e-3)

@@ -20,9 +20,8 @@ Everything else (ReLU, pooling, reshapes, the model's own ``forward``) is per-sa
 unchanged, except that a ReLU followed by a max-pool is applied after it (``pool_before_relu``:
 the same function, on a quarter of the values), and that on a CPU a BatchNorm followed by a
 2 x 2 max-pool and a ReLU trains as one fused C kernel where there is one (``fuse_pool_relu``,
-``fused.py``). One Adam steps all rounds: Adam is element-wise,
-and the loss is the *sum* of the per-round losses, so each round's weights see exactly their own
-round's gradient and moments.
+``fused.py``). One Adam steps all rounds: Adam is element-wise, and the loss is the *sum* of the
+per-round losses, so each round's weights see exactly their own round's gradient and moments.
 Each round keeps its own data, initialisation (the reference engine's, copied in), batch order,
 dropout masks, BatchNorm statistics and optimiser state; what differs from the reference engine
 is float summation order and which random numbers the dropout masks are made of.
@@ -359,6 +358,11 @@ def fuse_pool_relu(model: nn.Module) -> None:
                         and type(pool) is nn.MaxPool2d and _is_2x2(pool) and type(relu) is nn.ReLU):
                     bn.pool_relu = True
                     seq[i + 1], seq[i + 2] = nn.Identity(), nn.Identity()
+
+
+def has_fused_layers(model: nn.Module) -> bool:
+    """Whether ``fuse_pool_relu`` made any layer of ``model`` a fused one."""
+    return any(isinstance(m, StackedBatchNorm) and m.pool_relu for m in model.modules())
 
 
 def _is_2x2(pool: nn.MaxPool2d) -> bool:

@@ -29,7 +29,7 @@ from .device import autocast, resolve_device, set_precision
 from .errors import TrainingError
 from .models import count_params, get_model_class
 from .seeds import generator, seed_for
-from .stacked import StackedBatchNorm, stack_models, stack_size, stackable
+from .stacked import has_fused_layers, stack_models, stack_size, stackable
 
 # Rows per slot in one evaluation forward pass of a stacked network (bounds its memory).
 EVAL_CHUNK = 250
@@ -368,7 +368,7 @@ def train_stacked(config: Config, model_name: str, rounds: list[int], device: to
     group = None if gpu else stack_size(members[0], config.batch_size)
     net = stack_models(members, [member_generator(config, r, "dropout", m, device) for r, m in slots],
                        group, folded=gpu, fuse=fuses(config, device)).to(device)
-    fused_kernel = any(isinstance(m, StackedBatchNorm) and m.pool_relu for m in net.modules())
+    fused_kernel = has_fused_layers(net)
     combine = cls.combine_members
     curves = Curves(net, on_device, config.curve_pairs, EVAL_CHUNK, config.precision, k, combine)
 
