@@ -27,13 +27,15 @@ from digitcmp.models import get_model_class
 from digitcmp.models.layers import forward_flops
 from digitcmp.seeds import generator
 from digitcmp.stacked import stack_models, stack_size
-from digitcmp.train import cached_source, fuses, init_model, pair_losses
+from digitcmp.train import cached_source, direct_convs, fuses, init_model, pair_losses
 from speed import matmul_gflops
 
-# The operators that do the counted arithmetic: oneDNN's convolutions, the im2col and Linear
-# matmuls. Everything else (BatchNorm, pooling, ReLU, copies, Adam) is what issue 24 removes.
+# The operators that do the counted arithmetic: oneDNN's convolutions or directconv.py's, the
+# im2col and Linear matmuls. Everything else (BatchNorm, pooling, ReLU, copies, the layout
+# transposes around the direct convolutions, Adam) is what issue 24 removes.
 MATMUL_LIKE = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::bmm", "aten::baddbmm",
-               "aten::mm", "aten::addmm", "aten::matmul"}
+               "aten::mm", "aten::addmm", "aten::matmul", "digitcmp::conv_forward",
+               "digitcmp::conv_backward_input", "digitcmp::conv_backward_weight"}
 
 
 def main() -> None:
@@ -55,7 +57,8 @@ def main() -> None:
                        for r in range(slots)])
     models = [init_model(config, cls, r) for r in range(slots)]
     net = (stack_models(models, [generator(0, r, "dropout") for r in range(slots)],
-                        fuse=fuses(config, torch.device("cpu"))) if stacked else models[0]).train()
+                        fuse=fuses(config, torch.device("cpu")),
+                        direct=direct_convs(config, torch.device("cpu"))) if stacked else models[0]).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr_for(config, cls), weight_decay=config.weight_decay,
                            fused=stacked or None)  # as train.fit: the fused kernel for the stacked engine
     aux = aux_weight_for(config, cls)

@@ -6,8 +6,10 @@ on a busy machine.
 
 For each model, one training step (100 pairs per round, forward, backward, Adam) of each variant
 is run in turn, ``--steps`` times: the reference engine (the plain model and loop), the stacked
-engine at the stack size ``digitcmp reproduce`` uses, where that engine uses the fused BatchNorm +
-max-pool + ReLU kernel (``fused.py``) also the same engine without it, and, with ``--against``,
+engine at the stack size and with the C kernels ``digitcmp reproduce`` uses at ``--threads``
+(``fused.py``'s BatchNorm + max-pool + ReLU, ``directconv.py``'s convolutions), where it uses
+them also without the direct convolutions and without either, where the direct convolutions are
+not used at that thread count also with them, and, with ``--against``,
 the stacked engine of another digitcmp (a ``stacked.py`` file, e.g. ``git show
 REV:src/digitcmp/stacked.py``), with the plain Adam that digitcmp 0.1's stacked engine used
 (``--against-fused``: the fused one, as later versions), and, with ``--compile``, the stacked
@@ -26,13 +28,14 @@ import time
 
 import torch
 
+from digitcmp import directconv
 from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.device import resolve_device
 from digitcmp.models import get_model_class
 from digitcmp.seeds import generator
-from digitcmp.stacked import has_fused_layers, stack_models, stack_size
-from digitcmp.train import cached_source, fuses, init_model, pair_losses
+from digitcmp.stacked import has_direct_convs, has_fused_layers, stack_models, stack_size
+from digitcmp.train import cached_source, direct_convs, fuses, init_model, pair_losses
 
 
 def load_stacked(path: str):
@@ -78,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    config = Config(data="embedded")
+    config = Config(data="embedded", threads=args.threads)
     source = cached_source("embedded", None)
     ratios = []
     for name in args.models:
@@ -98,18 +101,27 @@ def main() -> None:
             return stack([init_model(config, cls, r) for r in range(rounds)],
                          [generator(0, r, "dropout", device) for r in range(rounds)], **options)
 
+        kernels = {"fuse": fuses(config, device), "direct": direct_convs(config, device)}
         variants = {"reference": variant(init_model(config, cls, 0), 1, False),
-                    f"stacked (R={rounds})": variant(stacked_with(stack_models, folded=gpu,
-                                                                  fuse=fuses(config, device)), rounds, True)}
-        if has_fused_layers(variants[f"stacked (R={rounds})"][0]):
-            variants[f"stacked (R={rounds}), no fused kernel"] = variant(stacked_with(stack_models),
-                                                                         rounds, True)
+                    f"stacked (R={rounds})": variant(stacked_with(stack_models, folded=gpu, **kernels),
+                                                     rounds, True)}
+        net = variants[f"stacked (R={rounds})"][0]
+        if has_direct_convs(net):
+            variants[f"stacked (R={rounds}), no direct conv"] = variant(
+                stacked_with(stack_models, fuse=kernels["fuse"]), rounds, True)
+        elif not gpu and directconv.library() is not None:  # e.g. --threads 2: what it would give
+            with_direct = variant(stacked_with(stack_models, fuse=kernels["fuse"], direct=True), rounds, True)
+            if has_direct_convs(with_direct[0]):
+                variants[f"stacked (R={rounds}), with direct conv"] = with_direct
+        if has_fused_layers(net) or has_direct_convs(net):
+            variants[f"stacked (R={rounds}), no C kernels"] = variant(stacked_with(stack_models),
+                                                                      rounds, True)
         if gpu:
             variants[f"stacked (R={rounds}, slot by slot)"] = variant(stacked_with(stack_models), rounds,
                                                                       True)
         if args.compile:
-            net, opt, batch, slots = variant(stacked_with(stack_models, folded=gpu,
-                                                          fuse=fuses(config, device)), rounds, True)
+            net, opt, batch, slots = variant(stacked_with(stack_models, folded=gpu, **kernels),
+                                             rounds, True)
             variants[f"stacked (R={rounds}), torch.compile"] = (torch.compile(net), opt, batch, slots)
         if args.against:
             other = load_stacked(args.against)

@@ -101,16 +101,6 @@ def test_only_a_plain_two_by_two_pool_is_fused():
         assert not seq[0].pool_relu and seq[1] is pool
 
 
-def test_a_failed_build_means_no_kernel(monkeypatch, tmp_path):
-    """No C compiler: no kernel, nothing half-built left in the cache, no error."""
-    monkeypatch.setenv("DIGITCMP_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setattr(fused.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert fused.library.__wrapped__() is None
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-
-
 @pytest.mark.parametrize("available", [True, False])
 def test_a_round_records_whether_the_kernel_ran(kernel, monkeypatch, available):
     if not available:

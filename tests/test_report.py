@@ -75,16 +75,19 @@ def test_report_on_partial_run_says_how_many_rounds(tmp_path):
     assert "Baseline 1/15" in text and "partial run" in text
 
 
-def test_report_says_which_rounds_ran_the_fused_kernel(tmp_path, rendered):
-    assert "fused" not in rendered[1]  # records that do not say, as before the kernel existed
+def test_report_says_which_rounds_ran_the_c_kernels(tmp_path, rendered):
+    assert "fused" not in rendered[1] and "direct" not in rendered[1]  # records from before the kernels
     run = synthetic_run(tmp_path / "run")
     records = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
     for r in records:
-        r["fused_kernel"] = r["model"] == "cnn"
+        r["fused_kernel"] = r["model"] in ("cnn", "siamese_aux")
+        r["direct_conv"] = r["model"] == "cnn"
     (run / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     text = write_report(run)[0].read_text()
     cnn = sum(r["model"] == "cnn" for r in records)
-    assert f"(fused BatchNorm + max-pool + ReLU kernel in {cnn} of {len(records)} rounds)" in text
+    convnets = sum(r["model"] in ("cnn", "siamese_aux") for r in records)
+    assert (f"(fused BatchNorm + max-pool + ReLU kernel in {convnets} of {len(records)} rounds) "
+            f"(direct convolution kernels in {cnn} of {len(records)} rounds)") in text
 
 
 def test_report_names_malformed_line(tmp_path, capsys):

@@ -8,12 +8,19 @@ import torch
 from torch import nn
 
 from conftest import TINY
-from digitcmp import fused
+from digitcmp import directconv, fused
 from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import round_data
 from digitcmp.models import MODELS, PairModel
 from digitcmp.seeds import generator
-from digitcmp.stacked import StackedConv2d, StackedDropout, has_fused_layers, stack_models, stackable
+from digitcmp.stacked import (
+    StackedConv2d,
+    StackedDropout,
+    has_direct_convs,
+    has_fused_layers,
+    stack_models,
+    stackable,
+)
 from digitcmp.train import cached_source, evaluate, fit, init_model, train_rounds
 
 CFG = Config(data="embedded", pairs=100, epochs=2, batch_size=25)
@@ -33,9 +40,9 @@ def test_stacked_training_equals_one_loop_per_round(name, fuse):
     """Same data, batches and initialisation per round: with dropout off (the one thing drawn
     from other random numbers) the stacked network ends where R separate loops end, up to float
     summation order, and its per-round evaluation matches; also with BatchNorm + max-pool + ReLU
-    as the fused kernel (``fuse``)."""
-    if fuse and fused.library() is None:
-        pytest.skip("no fused kernel on this machine (not an x86-64 CPU with AVX2, or no C compiler)")
+    as the fused kernel and the convolutions on the direct kernels (``fuse``)."""
+    if fuse and (fused.library() is None or directconv.library() is None):
+        pytest.skip("no C kernels on this machine (not an x86-64 CPU with AVX2, or no C compiler)")
     torch.set_num_threads(CFG.threads)
     cls, rounds = MODELS[name], [0, 1]
     datas = [round_data(cached_source("embedded", None), 0, r, CFG.pairs) for r in rounds]
@@ -44,8 +51,8 @@ def test_stacked_training_equals_one_loop_per_round(name, fuse):
     lr, aux = lr_for(CFG, cls), aux_weight_for(CFG, cls)
     ref_losses = [fit(m, [d.train], [generator(0, r, "batches")], cls, lr, aux, CFG, [name], CPU)["loss"]
                   for m, d, r in zip(refs, datas, rounds, strict=True)]
-    net = stack_models(models, [generator(0, r, "dropout") for r in rounds], fuse=fuse)
-    assert has_fused_layers(net) is fuse
+    net = stack_models(models, [generator(0, r, "dropout") for r in rounds], fuse=fuse, direct=fuse)
+    assert has_fused_layers(net) is fuse and has_direct_convs(net) is fuse
     losses = fit(net, [d.train for d in datas], [generator(0, r, "batches") for r in rounds], cls, lr,
                  aux, CFG, [name] * 2, CPU)["loss"]
     assert torch.allclose(losses, torch.cat(ref_losses, 1), rtol=1e-3)

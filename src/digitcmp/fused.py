@@ -8,58 +8,34 @@ forward and writes only quarter-size results, and reads it once and writes its g
 backward. It computes the same function; float summation order differs from PyTorch's, and so
 do the last digits of what trains with it.
 
-The C source is compiled on first use by the system's C compiler (``$CC``, else ``cc``) into
-digitcmp's cache, once per source and flags. It is used only on x86-64 CPUs with AVX2 and FMA:
-the flags target them, and compiled without them its loops were slower than PyTorch's
-operators. Where that or the compiler is missing, ``library()`` is None and the callers use
-PyTorch's operators.
+The C source is compiled on first use (``kernels.py``). It is used only on x86-64 CPUs with
+AVX2 and FMA: the flags target them, and compiled without them its loops were slower than
+PyTorch's operators. Where that or the compiler is missing, ``library()`` is None and the
+callers use PyTorch's operators.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import subprocess
-from pathlib import Path
 
 import torch
 
-from .data.sources import cache_dir
+from . import kernels
+from .kernels import ptr
 
-SOURCE = Path(__file__).with_name("fused.c")
 # -fno-trapping-math lets the compiler turn the kernel's ternaries into vector selects; it
 # changes no result (it only assumes that nobody reads the floating-point exception flags).
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fno-trapping-math", "-shared", "-fPIC")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fno-trapping-math")
 MAX_CHANNELS = 1024  # MAXC in fused.c
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernel, building it into the cache on first use; None where it cannot run
-    (not an x86-64 CPU with AVX2, no C compiler, a failed build)."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or \
-            torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return None
-    compiler = os.environ.get("CC") or "cc"
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
-    path = cache_dir() / "kernels" / f"fused-{key}.so"
-    if not path.exists():
-        # Built aside and renamed: workers starting together never load a half-written file.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE)], check=True,
-                           capture_output=True, timeout=300)
-            os.replace(tmp, path)
-        except (OSError, subprocess.SubprocessError):
-            tmp.unlink(missing_ok=True)
-            return None
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError:
+    """The compiled kernel; None where it cannot run (not an x86-64 CPU with AVX2, no C
+    compiler, a failed build)."""
+    lib = kernels.load("fused.c", FLAGS) if kernels.vector_isa() else None
+    if lib is None:
         return None
     p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.bn_pool_relu_forward.argtypes = [p, i, i, i, i, i, p, p, f, p, p, p, p, p]
@@ -72,10 +48,6 @@ def supports(x: torch.Tensor) -> bool:
     to PyTorch's operators, which refuse them with their own message)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.shape[1] <= MAX_CHANNELS and min(x.shape[2:]) >= 2 and library() is not None)
-
-
-def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
 
 
 class BNPoolReLU(torch.autograd.Function):
@@ -94,9 +66,9 @@ class BNPoolReLU(torch.autograd.Function):
         var = torch.empty_like(mean)
         weight = weight.detach().contiguous()
         with torch.profiler.record_function("digitcmp::bn_pool_relu_forward"):  # named in profiles
-            library().bn_pool_relu_forward(_ptr(x), rounds, b // rounds, h, w, c, _ptr(weight),
-                                           _ptr(bias.detach().contiguous()), eps, _ptr(mean),
-                                           _ptr(var), _ptr(out), _ptr(which), _ptr(xhat))
+            library().bn_pool_relu_forward(ptr(x), rounds, b // rounds, h, w, c, ptr(weight),
+                                           ptr(bias.detach().contiguous()), eps, ptr(mean),
+                                           ptr(var), ptr(out), ptr(which), ptr(xhat))
         ctx.save_for_backward(x, out, which, xhat, weight, mean, var)
         ctx.rounds, ctx.eps = rounds, eps
         ctx.mark_non_differentiable(mean, var)
@@ -110,8 +82,8 @@ class BNPoolReLU(torch.autograd.Function):
         dx = torch.empty_like(x)
         dweight, dbias = torch.empty_like(weight), torch.empty_like(weight)
         with torch.profiler.record_function("digitcmp::bn_pool_relu_backward"):
-            library().bn_pool_relu_backward(_ptr(x), _ptr(grad_out), _ptr(out), _ptr(which),
-                                            _ptr(xhat), ctx.rounds, b // ctx.rounds, h, w, c,
-                                            _ptr(weight), _ptr(mean), _ptr(var), ctx.eps, _ptr(dx),
-                                            _ptr(dweight), _ptr(dbias))
+            library().bn_pool_relu_backward(ptr(x), ptr(grad_out), ptr(out), ptr(which),
+                                            ptr(xhat), ctx.rounds, b // ctx.rounds, h, w, c,
+                                            ptr(weight), ptr(mean), ptr(var), ctx.eps, ptr(dx),
+                                            ptr(dweight), ptr(dbias))
         return dx, dweight, dbias, None, None

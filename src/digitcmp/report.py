@@ -86,10 +86,11 @@ def write_report(run_dir: str | os.PathLike, say=say) -> tuple[Path, str]:
     names = draw_all(results, models, run_dir / "figures", about)
 
     partial = any(n < cfg.rounds for n in done.values())
-    # The kernel changes float summation order (train.make_record): say how many rounds ran it.
-    fused = sum(r.get("fused_kernel") is True for r in results)
-    kernel = (f" (fused BatchNorm + max-pool + ReLU kernel in {fused} of {len(results)} rounds)"
-              if fused else "")
+    # The C kernels change float summation order (train.make_record): say how many rounds ran them.
+    used = [(sum(r.get(field) is True for r in results), what) for field, what in
+            (("fused_kernel", "fused BatchNorm + max-pool + ReLU kernel"),
+             ("direct_conv", "direct convolution kernels"))]
+    kernel = "".join(f" ({what} in {n} of {len(results)} rounds)" for n, what in used if n)
     command = manifest.get("command")
     lines = [
         f"# digitcmp report: {run_dir.name}", "",

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused
+from . import directconv, fused
 from .models.registry import PairModel
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -74,6 +74,7 @@ class StackedConv2d(nn.Module):
     """
 
     folded = False
+    direct = False  # set by ``stack_models``: directconv.py's kernels where they run
 
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
@@ -101,6 +102,8 @@ class StackedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.folded:
             return self._grouped(x)
+        if self.direct and directconv.supports(x):
+            return self._direct(x)
         if self.im2col:
             return self._im2col(x)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -121,6 +124,12 @@ class StackedConv2d(nn.Module):
             return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
         y = F.pad(F.conv2d(x, w, None, self.stride, self.inner_padding, self.dilation), self.ring)
         return y if b is None else y + b.view(-1, 1, 1)
+
+    def _direct(self, x: torch.Tensor) -> torch.Tensor:
+        biases = self.bias.unbind() if self.bias is not None else [None] * self.rounds
+        parts = zip(x.chunk(self.rounds), self.weight.unbind(), biases, strict=True)
+        ys = [directconv.DirectConv2d.apply(xr, w, b, self.padding) for xr, w, b in parts]
+        return ys[0] if self.rounds == 1 else torch.cat(ys)
 
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         r = self.rounds
@@ -263,12 +272,14 @@ def stackable(model: nn.Module) -> bool:
 
 
 def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generator],
-                 group: int | None = None, folded: bool = False, fuse: bool = False) -> Slots:
+                 group: int | None = None, folded: bool = False, fuse: bool = False,
+                 direct: bool = False) -> Slots:
     """The S ``models`` (same class and shape, each initialised for its own round, or ensemble
     members) as S slots, in stacked networks of ``group`` slots each (default: all in one);
     ``folded``: convolutions and BatchNorm with the slots folded into channels (for a GPU);
     ``fuse``: BatchNorm + max-pool + ReLU as one layer with a fused kernel (for a CPU that has
-    it: ``fused.library()``)."""
+    it: ``fused.library()``); ``direct``: stride-1 convolutions of more than two input channels
+    by ``directconv.py``'s kernels (likewise)."""
     foreign = _foreign_layer(models[0])
     if foreign is not None:
         raise TypeError(f"{type(foreign).__name__} layers cannot be stacked")
@@ -280,6 +291,10 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
             m.folded = folded
     if fuse:
         fuse_pool_relu(slots)
+    if direct:
+        for m in slots.modules():
+            if isinstance(m, StackedConv2d) and not m.im2col:
+                m.direct = m.stride == (1, 1) and m.dilation == (1, 1)
     return slots
 
 
@@ -363,6 +378,11 @@ def fuse_pool_relu(model: nn.Module) -> None:
 def has_fused_layers(model: nn.Module) -> bool:
     """Whether ``fuse_pool_relu`` made any layer of ``model`` a fused one."""
     return any(isinstance(m, StackedBatchNorm) and m.pool_relu for m in model.modules())
+
+
+def has_direct_convs(model: nn.Module) -> bool:
+    """Whether any convolution of ``model`` runs on ``directconv.py``'s kernels."""
+    return any(isinstance(m, StackedConv2d) and m.direct for m in model.modules())
 
 
 def _is_2x2(pool: nn.MaxPool2d) -> bool:

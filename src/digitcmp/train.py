@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused
+from . import directconv, fused
 from .config import Config, aux_weight_for, lr_for
 from .data.pairs import Pairs, RoundData, round_data
 from .data.sources import Source, load_source
@@ -29,7 +29,7 @@ from .device import autocast, resolve_device, set_precision
 from .errors import TrainingError
 from .models import count_params, get_model_class
 from .seeds import generator, seed_for
-from .stacked import has_fused_layers, stack_models, stack_size, stackable
+from .stacked import has_direct_convs, has_fused_layers, stack_models, stack_size, stackable
 
 # Rows per slot in one evaluation forward pass of a stacked network (bounds its memory).
 EVAL_CHUNK = 250
@@ -279,10 +279,12 @@ def round_history(history: dict[str, torch.Tensor], r: int, members: int) -> dic
 
 def make_record(config: Config, model_name: str, round: int, model: nn.Module, evals: dict[str, dict],
                 train_mode: dict[str, float], curves: dict[str, list[float]], seconds: float,
-                engine: str, device: torch.device, fused_kernel: bool = False) -> dict:
+                engine: str, device: torch.device, fused_kernel: bool = False,
+                direct_conv: bool = False) -> dict:
     """The result of one trained round, as rounds.jsonl stores it (errors as fractions);
-    ``fused_kernel``: whether BatchNorm + max-pool + ReLU ran as ``fused.py``'s kernel (float
-    summation order, hence the last digits, differ from PyTorch's operators)."""
+    ``fused_kernel``: whether BatchNorm + max-pool + ReLU ran as ``fused.py``'s kernel,
+    ``direct_conv``: whether convolutions ran on ``directconv.py``'s (either changes float
+    summation order, hence the last digits, against PyTorch's operators)."""
     cls = type(model)
     digits = "digit_error" in evals["test"]
     result = {
@@ -298,7 +300,7 @@ def make_record(config: Config, model_name: str, round: int, model: nn.Module, e
             result[f"{split}_digit_error"] = evals[split]["digit_error"]
     result.update({f"train_mode_{split}_error": e for split, e in train_mode.items()})
     result.update(train_loss=curves.pop("loss"), curves=curves, seconds=float(f"{seconds:.3f}"),
-                  engine=engine, device=str(device), fused_kernel=fused_kernel)
+                  engine=engine, device=str(device), fused_kernel=fused_kernel, direct_conv=direct_conv)
     return result
 
 
@@ -347,6 +349,14 @@ def fuses(config: Config, device: torch.device) -> bool:
             and fused.library() is not None)
 
 
+def direct_convs(config: Config, device: torch.device) -> bool:
+    """Whether the stacked engine runs convolutions on ``directconv.py``'s kernels: on a CPU that
+    has them, in float32, on one thread per training (they run on one thread; beside PyTorch's
+    convolutions on two threads they were no faster, README's Speed section)."""
+    return (device.type == "cpu" and config.precision == "fp32" and config.threads == 1
+            and directconv.library() is not None)
+
+
 def train_stacked(config: Config, model_name: str, rounds: list[int], device: torch.device,
                   progress: Callable[[float], None] | None = None) -> list[Trained]:
     """Train ``model_name`` on ``rounds`` at once with the stacked engine: R x K slots, the K
@@ -367,8 +377,9 @@ def train_stacked(config: Config, model_name: str, rounds: list[int], device: to
     gpu = device.type == "cuda"
     group = None if gpu else stack_size(members[0], config.batch_size)
     net = stack_models(members, [member_generator(config, r, "dropout", m, device) for r, m in slots],
-                       group, folded=gpu, fuse=fuses(config, device)).to(device)
-    fused_kernel = has_fused_layers(net)
+                       group, folded=gpu, fuse=fuses(config, device),
+                       direct=direct_convs(config, device)).to(device)
+    fused_kernel, direct_conv = has_fused_layers(net), has_direct_convs(net)
     combine = cls.combine_members
     curves = Curves(net, on_device, config.curve_pairs, EVAL_CHUNK, config.precision, k, combine)
 
@@ -397,7 +408,7 @@ def train_stacked(config: Config, model_name: str, rounds: list[int], device: to
         model = models[i].eval()
         record = make_record(config, model_name, r, model, {s: v[i] for s, v in evals.items()},
                              {s: v[i] for s, v in train_mode.items()}, curves.of_round(i, history),
-                             seconds, "stacked", device, fused_kernel)
+                             seconds, "stacked", device, fused_kernel, direct_conv)
         out.append(Trained(model, datas[i], record))
     return out
 

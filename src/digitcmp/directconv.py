@@ -1,0 +1,100 @@
+"""2-d convolution forward and backward as direct C kernels (``directconv.c``), for the CPU.
+
+oneDNN's convolutions for feature maps with a few channels (the study's convnets go 16 -> 20)
+run at a fraction of the CPU's matmul rate: a 20-channel output is a thin matrix product, and
+its backward for the weights is worse. The kernels here keep the images innermost in memory,
+so that every multiply-add is a full vector whatever the channel counts, skip the taps that
+fall on the zero padding, and keep a tile of outputs in registers (README, Speed). Their
+inputs are transposed into that layout; their outputs are written as channels_last maps.
+
+Used by the stacked engine on a CPU with AVX2 and FMA (AVX-512 where PyTorch uses it), for
+float32 convolutions with stride 1 and no dilation; elsewhere ``library()`` is None, and the
+callers use PyTorch's operators. The function is the same; the float summation order differs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from . import kernels
+from .kernels import ptr
+
+# The vector width and register tiles are compile-time constants of directconv.c.
+FLAGS = {"AVX512": ("-O3", "-mavx512f", "-mavx2", "-mfma", "-DVW=16"),
+         "AVX2": ("-O3", "-mavx2", "-mfma", "-DVW=8")}
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels for this CPU; None where they cannot run."""
+    isa = kernels.vector_isa()
+    lib = kernels.load("directconv.c", FLAGS[isa]) if isa else None
+    if lib is None:
+        return None
+    p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    shape = [i] * 11  # Np, H, W, C, OC, KH, KW, ph, pw, Ho, Wo
+    lib.conv_forward.argtypes = [p, p, p, p, i, *shape]
+    lib.conv_backward_input.argtypes = [p, p, p, i, *shape]
+    lib.conv_backward_weight.argtypes = [p, p, p, p, *shape]
+    lib.to_lanes.argtypes = [p, p, i, n, i]
+    lib.lanes = 16 if isa == "AVX512" else 8
+    return lib
+
+
+def supports(x: torch.Tensor) -> bool:
+    """Whether the kernels can take feature maps like ``x`` here."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and library() is not None
+
+
+def _to_lanes(x: torch.Tensor, lanes: int) -> torch.Tensor:
+    """N x C x H x W -> H x W x C x Np (the images innermost, zero past N)."""
+    n, c, h, w = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = x.new_empty(h, w, c, -(-n // lanes) * lanes)
+    library().to_lanes(ptr(x), ptr(out), n, h * w * c, out.shape[3])
+    return out
+
+
+class DirectConv2d(torch.autograd.Function):
+    """F.conv2d(x, weight, bias, padding=padding) with stride 1 and no dilation."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                padding: tuple[int, int]) -> torch.Tensor:
+        lib = library()
+        n, c, h, w = x.shape
+        oc, _, kh, kw = weight.shape
+        (ph, pw), ho, wo = padding, h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1
+        xt = _to_lanes(x, lib.lanes)
+        np_ = xt.shape[3]
+        y = torch.empty(n, oc, ho, wo, memory_format=torch.channels_last)
+        b = bias.detach().contiguous() if bias is not None else x.new_zeros(oc)
+        wt = weight.detach().permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
+        with torch.profiler.record_function("digitcmp::conv_forward"):  # named in profiles
+            lib.conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw, ho, wo)
+        ctx.save_for_backward(xt, weight)
+        ctx.geometry, ctx.has_bias = (n, c, h, w, oc, kh, kw, ph, pw, ho, wo), bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        lib = library()
+        xt, weight = ctx.saved_tensors
+        n, c, h, w, oc, kh, kw, ph, pw, ho, wo = ctx.geometry
+        np_ = xt.shape[3]
+        gt = _to_lanes(grad_out, lib.lanes)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.empty(n, c, h, w, memory_format=torch.channels_last)
+            wt = weight.detach().permute(2, 3, 0, 1).contiguous()  # KH x KW x OC x C
+            with torch.profiler.record_function("digitcmp::conv_backward_input"):
+                lib.conv_backward_input(ptr(gt), ptr(wt), ptr(dx), n, np_, h, w, c, oc, kh, kw, ph, pw,
+                                        ho, wo)
+        dw, db = xt.new_empty(kh, kw, c, oc), xt.new_empty(oc)
+        with torch.profiler.record_function("digitcmp::conv_backward_weight"):
+            lib.conv_backward_weight(ptr(xt), ptr(gt), ptr(dw), ptr(db), np_, h, w, c, oc, kh, kw,
+                                     ph, pw, ho, wo)
+        return dx, dw.permute(3, 2, 0, 1), db if ctx.has_bias else None, None

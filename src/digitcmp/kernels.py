@@ -1,0 +1,57 @@
+"""digitcmp's C kernels (``fused.c``, ``directconv.c``): compiled on first use by the system's C
+compiler (``$CC``, else ``cc``) into digitcmp's cache, once per source, compiler and flags, and
+loaded with ctypes. They target x86-64 CPUs with AVX2 and FMA (AVX-512 where the kernel has a
+build for it); elsewhere, or where the build fails, ``load`` returns None and the callers use
+PyTorch's operators."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .data.sources import cache_dir
+
+
+def vector_isa() -> str | None:
+    """"AVX512" or "AVX2" as PyTorch's own kernels see this CPU, None on any other CPU."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    isa = torch.backends.cpu.get_cpu_capability()
+    return isa if isa in ("AVX2", "AVX512") else None
+
+
+@functools.cache
+def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL | None:
+    """The library built from ``source`` (a file beside this module) with ``flags``, building it
+    into the cache on first use; None where that fails (no compiler, a read-only cache)."""
+    src = Path(__file__).with_name(source)
+    compiler = os.environ.get("CC") or "cc"
+    key = hashlib.sha256(src.read_bytes() + " ".join((compiler, *flags)).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"{src.stem}-{key}.so"
+    if not path.exists():
+        # Built aside and renamed: workers starting together never load a half-written file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(tmp), str(src)],
+                           check=True, capture_output=True, timeout=300)
+            os.replace(tmp, path)
+        except (OSError, subprocess.SubprocessError):
+            tmp.unlink(missing_ok=True)
+            return None
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:
+        return None
+
+
+def ptr(t: torch.Tensor) -> ctypes.c_void_p:
+    """``t``'s data, for a kernel's pointer argument."""
+    return ctypes.c_void_p(t.data_ptr())

@@ -1,0 +1,96 @@
+"""The direct convolution kernels against PyTorch's convolution."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import TINY
+from digitcmp import directconv
+from digitcmp.config import Config
+from digitcmp.stacked import StackedConv2d, has_direct_convs, stack_models
+from digitcmp.train import direct_convs, train_rounds
+
+
+@pytest.fixture(autouse=True)
+def kernel():
+    if directconv.library() is None:
+        pytest.skip("no direct convolution kernels here (not an x86-64 CPU with AVX2, or no C compiler)")
+
+
+# (images, in channels, height, width, out channels, kernel, padding): the study's layers
+# (siamese_aux's second, cnn's second with padding beyond kernel - 1, a first layer), then odd
+# sizes: images not a multiple of the vector width, channels not a multiple of the tiles,
+# a non-square map and kernel, no padding, one image.
+SHAPES = [(200, 16, 8, 8, 20, 5, 3), (100, 16, 8, 8, 20, 3, 3), (33, 1, 14, 14, 16, 5, 3),
+          (7, 3, 5, 6, 5, 3, 1), (17, 5, 7, 3, 25, (3, 2), (2, 0)), (3, 2, 6, 6, 13, 5, 0),
+          (1, 4, 4, 4, 4, 1, 0)]
+
+
+@pytest.mark.parametrize("n, c, h, w, oc, k, p", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_and_gradients_are_pytorchs(n, c, h, w, oc, k, p, bias):
+    """Output and the three gradients against float64 PyTorch, to float32 rounding."""
+    k, p = (k, k) if isinstance(k, int) else k, (p, p) if isinstance(p, int) else p
+    gen = torch.Generator().manual_seed(n + c + oc)
+    x, wt = torch.randn(n, c, h, w, generator=gen), torch.randn(oc, c, *k, generator=gen)
+    b = torch.randn(oc, generator=gen) if bias else None
+    leaves64 = [t.double().requires_grad_() for t in (x, wt, b) if t is not None]
+    ref = F.conv2d(leaves64[0], leaves64[1], leaves64[2] if bias else None, padding=p)
+    g = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    ref_grads = torch.autograd.grad(ref, leaves64, g)
+    leaves = [t.clone().requires_grad_() for t in (x, wt, b) if t is not None]
+    y = directconv.DirectConv2d.apply(leaves[0], leaves[1], leaves[2] if bias else None, p)
+    assert y.shape == ref.shape and y.is_contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(y, leaves, g.float())
+    for got, want in zip([y, *grads], [ref, *ref_grads], strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def test_the_input_gradient_is_skipped_where_nobody_needs_it():
+    x, wt = torch.randn(4, 1, 6, 6), torch.randn(3, 1, 3, 3, requires_grad=True)
+    y = directconv.DirectConv2d.apply(x, wt, None, (1, 1))
+    y.sum().backward()
+    torch.testing.assert_close(wt.grad, torch.autograd.grad(F.conv2d(x, wt, padding=1).sum(), wt)[0])
+
+
+def test_the_stacked_engine_runs_its_convolutions_on_the_kernels(monkeypatch):
+    """With ``direct`` each stride-1 convolution of more than two input channels runs directly (the
+    first layers keep their im2col path), R rounds each with their own weights; strided ones and
+    everything without ``direct`` keep PyTorch's convolution."""
+    convs = [nn.Conv2d(6, 5, 3, padding=2), nn.Conv2d(6, 5, 3, padding=2)]
+    strided = [nn.Conv2d(6, 5, 3, stride=2), nn.Conv2d(6, 5, 3, stride=2)]
+    nets = [nn.Sequential(a, nn.Sequential(b)) for a, b in zip(convs, strided, strict=True)]
+    stacked = stack_models(nets, [torch.Generator(), torch.Generator()], direct=True)
+    layer, strided_layer = [m for m in stacked.modules() if isinstance(m, StackedConv2d)]
+    assert layer.direct and not strided_layer.direct and has_direct_convs(stacked)
+    assert not has_direct_convs(stack_models(nets, [torch.Generator(), torch.Generator()]))
+    x = torch.randn(2 * 9, 6, 7, 7)
+    calls = []
+    real = directconv.DirectConv2d.apply
+    monkeypatch.setattr(directconv.DirectConv2d, "apply", lambda *a: calls.append(1) or real(*a))
+    y = layer(x)
+    assert len(calls) == 2  # one call per round
+    want = torch.cat([F.conv2d(x[:9], convs[0].weight, convs[0].bias, padding=2),
+                      F.conv2d(x[9:], convs[1].weight, convs[1].bias, padding=2)])
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_a_round_records_whether_its_convolutions_ran_directly(monkeypatch, available):
+    if not available:
+        monkeypatch.setattr(directconv, "library", lambda: None)
+    cfg = Config(**TINY, models=["cnn"])
+    [trained] = train_rounds(cfg, "cnn", [0])
+    assert trained.record["direct_conv"] is (available and cfg.device == "cpu")
+    [plain] = train_rounds(Config(**TINY, models=["baseline"]), "baseline", [0])
+    assert plain.record["direct_conv"] is False  # no convolution in it
+
+
+def test_the_engine_uses_the_kernels_only_where_they_were_measured_faster():
+    cpu = torch.device("cpu")
+    assert direct_convs(Config(threads=1), cpu)
+    assert not direct_convs(Config(threads=2), cpu)  # one thread against PyTorch's two
+    assert not direct_convs(Config(precision="bf16"), cpu)
+    assert not direct_convs(Config(), torch.device("meta"))
