@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import TINY
-from digitcmp import fused
+from digitcmp import directconv, fused
 from digitcmp.config import Config
+from digitcmp.kernels import lanes_of, lanes_view, padded_lanes
 from digitcmp.stacked import StackedBatchNorm, fuse_pool_relu
 from digitcmp.train import fuses, train_rounds
 
@@ -37,20 +38,29 @@ def _layers(rounds: int, channels: int) -> list[nn.BatchNorm2d]:
 
 
 @pytest.mark.parametrize("rounds, n, c, h, w", [(1, 20, 16, 16, 16), (3, 6, 20, 10, 10),
-                                                (2, 5, 3, 7, 5), (1, 2, 1, 2, 2)])
-def test_the_kernel_computes_batchnorm_pool_and_relu(kernel, rounds, n, c, h, w):
+                                                (2, 5, 3, 7, 5), (1, 2, 1, 2, 2), (1, 17, 4, 5, 6)])
+@pytest.mark.parametrize("lanes", [False, True])
+def test_the_kernel_computes_batchnorm_pool_and_relu(kernel, rounds, n, c, h, w, lanes):
     """Output, input and weight gradients and running statistics as PyTorch's operators give
-    them, round by round (odd sizes leave a row or column in no window)."""
+    them, round by round (odd sizes leave a row or column in no window); ``lanes``: the kernel
+    for maps in directconv.py's lanes layout, given a lanes view where there is one round."""
+    if lanes and directconv.library() is None:
+        pytest.skip("no direct convolution kernels here, hence no lanes layout")
     torch.manual_seed(0)
     layers = _layers(rounds, c)
     x = (3 * torch.randn(rounds * n, c, h, w) + 1).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(rounds * n, c, h // 2, w // 2)
     seq = nn.Sequential(StackedBatchNorm(layers), nn.MaxPool2d(2), nn.ReLU())
     fuse_pool_relu(seq)
+    seq[0].lanes = lanes
     assert seq[0].pool_relu and isinstance(seq[1], nn.Identity) and isinstance(seq[2], nn.Identity)
 
-    xs = x.clone().requires_grad_()
+    xs = x.clone()
+    if lanes and rounds == 1:
+        xs = lanes_view(directconv.to_lanes(xs, padded_lanes(n)), n)
+    xs.requires_grad_()
     got = seq(xs)
+    assert (lanes_of(got) is not None) is (lanes and rounds == 1)
     got.backward(grad)
     xr = x.clone().requires_grad_()
     want = torch.cat([F.relu(F.max_pool2d(bn(part), 2)) for bn, part in zip(layers, xr.chunk(rounds),

@@ -77,7 +77,7 @@ CASES(DEFINE_TILES)
  * weight KH - 1 - t. */
 static void direct(const float *src, const float *wt, const float *init, float *dst, long Np,
                    int Hs, int Ws, int C, int O, int KH, int KW, int ph, int pw, int Hd, int Wd,
-                   int flip, int N) {
+                   int flip, int N, int lanes) {
   int nblk = (O + OBMAX - 1) / OBMAX, ob = (O + nblk - 1) / nblk; /* balanced channel blocks */
   long sh = (long)Ws * C * Np, sw = (long)C * Np, wh = (long)KW * C * O, ww = (long)C * O;
   const float *wbase = wt;
@@ -94,11 +94,11 @@ static void direct(const float *src, const float *wt, const float *init, float *
         int hlo = h0 < 0 ? -h0 : 0, hhi = Hs - h0 < KH ? Hs - h0 : KH;
         int wlo = w0 < 0 ? -w0 : 0, whi = Ws - w0 < KW ? Ws - w0 : KW;
         const float *sp = src + ((long)h0 * Ws + w0) * C * Np + nb;
-        /* N > 0: dst is N x Hd x Wd x O (images outermost), else Hd x Wd x O x Np lanes. */
-        long img = N > 0 ? (long)Hd * Wd * O : 0;
+        /* dst is Hd x Wd x O x Np lanes, or N x Hd x Wd x O (img floats per image). */
+        long img = lanes ? 0 : (long)Hd * Wd * O;
         int valid = N - nb < 2 * VW ? (int)(N - nb) : 2 * VW;
-        float *dp = N > 0 ? dst + nb * img + ((long)oh * Wd + ow) * O
-                          : dst + ((long)oh * Wd + ow) * O * Np + nb;
+        float *dp = lanes ? dst + ((long)oh * Wd + ow) * O * Np + nb
+                          : dst + nb * img + ((long)oh * Wd + ow) * O;
         for (int o0 = 0; o0 < O; o0 += ob) {
           int k = O - o0 < ob ? O - o0 : ob, nv = nb + 2 * VW <= Np ? 2 : 1;
           const float *in = init ? init + o0 : 0;
@@ -113,16 +113,26 @@ static void direct(const float *src, const float *wt, const float *init, float *
       }
 }
 
-/* y = conv(x (H x W x C lanes), w (KH x KW x C x OC)) + bias, as N x Ho x Wo x OC. */
-void conv_forward(const float *x, const float *w, const float *bias, float *y, int N, int Np, int H,
-                  int W, int C, int OC, int KH, int KW, int ph, int pw, int Ho, int Wo) {
-  direct(x, w, bias, y, Np, H, W, C, OC, KH, KW, ph, pw, Ho, Wo, 0, N);
+/* In the lanes layout, the lanes past N are zero (see the top of the file). */
+static void zero_extra_lanes(float *t, long rows, int N, int Np) {
+  if (N < Np)
+    for (long r = 0; r < rows; r++) memset(t + r * Np + N, 0, (Np - N) * sizeof(float));
 }
 
-/* dx (N x H x W x C) from dy (Ho x Wo x OC lanes) and wT (KH x KW x OC x C). */
+/* y = conv(x (H x W x C lanes), w (KH x KW x C x OC)) + bias: Ho x Wo x OC lanes (``lanes``),
+ * else N x Ho x Wo x OC. */
+void conv_forward(const float *x, const float *w, const float *bias, float *y, int N, int Np, int H,
+                  int W, int C, int OC, int KH, int KW, int ph, int pw, int Ho, int Wo, int lanes) {
+  direct(x, w, bias, y, Np, H, W, C, OC, KH, KW, ph, pw, Ho, Wo, 0, N, lanes);
+  if (lanes) zero_extra_lanes(y, (long)Ho * Wo * OC, N, Np);
+}
+
+/* dx from dy (Ho x Wo x OC lanes) and wT (KH x KW x OC x C): H x W x C lanes (``lanes``), else
+ * N x H x W x C. */
 void conv_backward_input(const float *dy, const float *wT, float *dx, int N, int Np, int H, int W,
-                         int C, int OC, int KH, int KW, int ph, int pw, int Ho, int Wo) {
-  direct(dy, wT, 0, dx, Np, Ho, Wo, OC, C, KH, KW, ph, pw, H, W, 1, N);
+                         int C, int OC, int KH, int KW, int ph, int pw, int Ho, int Wo, int lanes) {
+  direct(dy, wT, 0, dx, Np, Ho, Wo, OC, C, KH, KW, ph, pw, H, W, 1, N, lanes);
+  if (lanes) zero_extra_lanes(dx, (long)H * W * C, N, Np);
 }
 
 /* dw[c][o] (one tap) += sum over output pixels in range and lanes [n0, n1) of

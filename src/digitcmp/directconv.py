@@ -20,7 +20,7 @@ import functools
 import torch
 
 from . import kernels
-from .kernels import ptr
+from .kernels import lanes_of, lanes_view, padded_lanes, ptr
 
 # The vector width and register tiles are compile-time constants of directconv.c.
 FLAGS = {"AVX512": ("-O3", "-mavx512f", "-mavx2", "-mfma", "-DVW=16"),
@@ -36,11 +36,10 @@ def library() -> ctypes.CDLL | None:
         return None
     p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     shape = [i] * 11  # Np, H, W, C, OC, KH, KW, ph, pw, Ho, Wo
-    lib.conv_forward.argtypes = [p, p, p, p, i, *shape]
-    lib.conv_backward_input.argtypes = [p, p, p, i, *shape]
+    lib.conv_forward.argtypes = [p, p, p, p, i, *shape, i]
+    lib.conv_backward_input.argtypes = [p, p, p, i, *shape, i]
     lib.conv_backward_weight.argtypes = [p, p, p, p, *shape]
     lib.to_lanes.argtypes = [p, p, i, n, i]
-    lib.lanes = 16 if isa == "AVX512" else 8
     return lib
 
 
@@ -49,35 +48,45 @@ def supports(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and library() is not None
 
 
-def _to_lanes(x: torch.Tensor, lanes: int) -> torch.Tensor:
-    """N x C x H x W -> H x W x C x Np (the images innermost, zero past N)."""
+def to_lanes(x: torch.Tensor, np_: int) -> torch.Tensor:
+    """The H x W x C x ``np_`` buffer of N x C x H x W maps: the one ``x`` views if it is such a
+    view, else a transposed copy."""
+    buf = lanes_of(x)
+    if buf is not None and buf.shape[3] == np_:
+        return buf
     n, c, h, w = x.shape
     x = x.contiguous(memory_format=torch.channels_last)
-    out = x.new_empty(h, w, c, -(-n // lanes) * lanes)
-    library().to_lanes(ptr(x), ptr(out), n, h * w * c, out.shape[3])
+    out = x.new_empty(h, w, c, np_)
+    library().to_lanes(ptr(x), ptr(out), n, h * w * c, np_)
     return out
 
 
 class DirectConv2d(torch.autograd.Function):
-    """F.conv2d(x, weight, bias, padding=padding) with stride 1 and no dilation."""
+    """F.conv2d(x, weight, bias, padding=padding) with stride 1 and no dilation. ``lanes``: the
+    output as a view of a lanes buffer (``kernels.lanes_view``), for a next layer that reads
+    them (``fused.BNPoolReLU``); else channels_last. The input gradient is in the layout of the
+    input: lanes if it was a lanes view."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                padding: tuple[int, int]) -> torch.Tensor:
+                padding: tuple[int, int], lanes: bool = False) -> torch.Tensor:
         lib = library()
         n, c, h, w = x.shape
         oc, _, kh, kw = weight.shape
         (ph, pw), ho, wo = padding, h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1
-        xt = _to_lanes(x, lib.lanes)
-        np_ = xt.shape[3]
-        y = torch.empty(n, oc, ho, wo, memory_format=torch.channels_last)
+        ctx.lanes_in = lanes_of(x) is not None
+        np_ = padded_lanes(n)
+        xt = to_lanes(x, np_)
+        y = (x.new_empty(ho, wo, oc, np_) if lanes
+             else torch.empty(n, oc, ho, wo, memory_format=torch.channels_last))
         b = bias.detach().contiguous() if bias is not None else x.new_zeros(oc)
         wt = weight.detach().permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
         with torch.profiler.record_function("digitcmp::conv_forward"):  # named in profiles
-            lib.conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw, ho, wo)
+            lib.conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw,
+                             ho, wo, lanes)
         ctx.save_for_backward(xt, weight)
         ctx.geometry, ctx.has_bias = (n, c, h, w, oc, kh, kw, ph, pw, ho, wo), bias is not None
-        return y
+        return lanes_view(y, n) if lanes else y
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -85,16 +94,19 @@ class DirectConv2d(torch.autograd.Function):
         xt, weight = ctx.saved_tensors
         n, c, h, w, oc, kh, kw, ph, pw, ho, wo = ctx.geometry
         np_ = xt.shape[3]
-        gt = _to_lanes(grad_out, lib.lanes)
+        gt = to_lanes(grad_out, np_)
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = torch.empty(n, c, h, w, memory_format=torch.channels_last)
+            lanes = ctx.lanes_in
+            dx = (xt.new_empty(h, w, c, np_) if lanes
+                  else torch.empty(n, c, h, w, memory_format=torch.channels_last))
             wt = weight.detach().permute(2, 3, 0, 1).contiguous()  # KH x KW x OC x C
             with torch.profiler.record_function("digitcmp::conv_backward_input"):
                 lib.conv_backward_input(ptr(gt), ptr(wt), ptr(dx), n, np_, h, w, c, oc, kh, kw, ph, pw,
-                                        ho, wo)
+                                        ho, wo, lanes)
+            dx = lanes_view(dx, n) if lanes else dx
         dw, db = xt.new_empty(kh, kw, c, oc), xt.new_empty(oc)
         with torch.profiler.record_function("digitcmp::conv_backward_weight"):
             lib.conv_backward_weight(ptr(xt), ptr(gt), ptr(dw), ptr(db), np_, h, w, c, oc, kh, kw,
                                      ph, pw, ho, wo)
-        return dx, dw.permute(3, 2, 0, 1), db if ctx.has_bias else None, None
+        return dx, dw.permute(3, 2, 0, 1), db if ctx.has_bias else None, None, None

@@ -143,3 +143,133 @@ void bn_pool_relu_backward(const float *restrict y, const float *restrict grad_o
         }
   }
 }
+
+/* The same layer for one network on maps in the lanes layout of directconv.c: H x W x C x Np
+ * floats, the N images innermost and lanes N .. Np - 1 zero (Np a multiple of 8). Inputs are
+ * read on lanes below N only; every output keeps its extra lanes zero. The loops run along the
+ * images, where the compiler vectorises them; float sums run per (pixel, channel) row, double
+ * across rows. */
+
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef int v8i __attribute__((vector_size(32)));
+#define LOAD8(p) (*(const v8 *)(p))
+
+/* Sum of row[0 .. n) in float, in 8 running sums (vectorised without reassociation). */
+static float row_sum(const float *restrict row, int n) {
+  float part[8] = {0};
+  int n8 = n & ~7;
+  for (int i = 0; i < n8; i += 8)
+    for (int l = 0; l < 8; l++) part[l] += row[i + l];
+  float s = 0;
+  for (int i = n8; i < n; i++) s += row[i];
+  for (int l = 0; l < 8; l++) s += part[l];
+  return s;
+}
+
+/* Sum of (row[i] - m)^2 over i < n, likewise. */
+static float row_sq(const float *restrict row, int n, float m) {
+  float part[8] = {0};
+  int n8 = n & ~7;
+  for (int i = 0; i < n8; i += 8)
+    for (int l = 0; l < 8; l++) { float d = row[i + l] - m; part[l] += d * d; }
+  float s = 0;
+  for (int i = n8; i < n; i++) { float d = row[i] - m; s += d * d; }
+  for (int l = 0; l < 8; l++) s += part[l];
+  return s;
+}
+
+void bn_pool_relu_forward_lanes(const float *restrict y, int N, int Np, int H, int W, int C,
+                                const float *gamma, const float *beta, float eps, double *mean,
+                                double *var, float *restrict out, float *restrict which,
+                                float *restrict xhat) {
+  int Ho = H / 2, Wo = W / 2;
+  long P = (long)H * W, rs = (long)C * Np; /* rs: floats from one pixel to the next */
+  for (int c = 0; c < C; c++) {
+    double s = 0, q = 0;
+    for (long p = 0; p < P; p++) s += row_sum(y + p * rs + (long)c * Np, N);
+    mean[c] = s / ((double)P * N);
+    float m32 = (float)mean[c];
+    for (long p = 0; p < P; p++) q += row_sq(y + p * rs + (long)c * Np, N, m32);
+    var[c] = q / ((double)P * N);
+  }
+  for (int c = 0; c < C; c++) {
+    float m32 = (float)mean[c], inv = (float)(1.0 / sqrt(var[c] + eps));
+    float a = gamma[c] * inv, b = beta[c] - m32 * a;
+    for (int i = 0; i < Ho; i++)
+      for (int j = 0; j < Wo; j++) {
+        const float *restrict y0 = y + ((long)(2 * i) * W + 2 * j) * rs + (long)c * Np;
+        const float *restrict y1 = y0 + rs, *restrict y2 = y0 + W * rs, *restrict y3 = y2 + rs;
+        long o = ((long)i * Wo + j) * rs + (long)c * Np;
+        float *restrict op = out + o, *restrict wp = which + o, *restrict xp = xhat + o;
+        for (int n = 0; n < N; n++) {
+          /* The first of equal values wins, as in PyTorch's max-pool. */
+          float v = y0[n], best = v * a, k = 0, z;
+          int t;
+          z = y1[n] * a; t = z > best; best = t ? z : best; k = t ? 1 : k; v = t ? y1[n] : v;
+          z = y2[n] * a; t = z > best; best = t ? z : best; k = t ? 2 : k; v = t ? y2[n] : v;
+          z = y3[n] * a; t = z > best; best = t ? z : best; k = t ? 3 : k; v = t ? y3[n] : v;
+          best += b;
+          op[n] = best > 0 ? best : 0;
+          wp[n] = k;
+          xp[n] = (v - m32) * inv;
+        }
+        for (int n = N; n < Np; n++) { op[n] = 0; wp[n] = 0; xp[n] = 0; }
+      }
+  }
+}
+
+void bn_pool_relu_backward_lanes(const float *restrict y, const float *restrict grad_out,
+                                 const float *restrict out, const float *restrict which,
+                                 const float *restrict xhat, int N, int Np, int H, int W, int C,
+                                 const float *gamma, const double *mean, const double *var,
+                                 float eps, float *restrict dy, float *dgamma, float *dbeta) {
+  int Ho = H / 2, Wo = W / 2;
+  long M = (long)N * H * W, rs = (long)C * Np;
+  for (int c = 0; c < C; c++) {
+    double sg = 0, sgx = 0;
+    for (int i = 0; i < Ho; i++)
+      for (int j = 0; j < Wo; j++) {
+        long o = ((long)i * Wo + j) * rs + (long)c * Np;
+        const float *restrict go = grad_out + o, *restrict op = out + o, *restrict xh = xhat + o;
+        v8 p1 = {0}, p2 = {0};
+        for (int n = 0; n < Np; n += 8) { /* extra lanes: out is zero there, so g is */
+          v8 g = (v8)((v8i)LOAD8(go + n) & (LOAD8(op + n) > 0));
+          p1 += g;
+          p2 += g * LOAD8(xh + n);
+        }
+        for (int l = 0; l < 8; l++) { sg += p1[l]; sgx += p2[l]; }
+      }
+    double inv = 1.0 / sqrt(var[c] + eps), k = gamma[c] * inv;
+    dgamma[c] = (float)sgx;
+    dbeta[c] = (float)sg;
+    /* dy = scale * g + slope * (y - mean) + shift */
+    float scale = (float)k, slope = (float)(-k * inv * sgx / M), shift = (float)(-k * sg / M);
+    float m32 = (float)mean[c];
+    if (2 * Ho != H || 2 * Wo != W) /* values in no window: only the statistics' terms */
+      for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w++)
+          if (h >= 2 * Ho || w >= 2 * Wo) {
+            long q = ((long)h * W + w) * rs + (long)c * Np;
+            for (int n = 0; n < N; n++) dy[q + n] = slope * (y[q + n] - m32) + shift;
+            for (int n = N; n < Np; n++) dy[q + n] = 0;
+          }
+    for (int i = 0; i < Ho; i++)
+      for (int j = 0; j < Wo; j++) {
+        long q = ((long)(2 * i) * W + 2 * j) * rs + (long)c * Np;
+        long o = ((long)i * Wo + j) * rs + (long)c * Np;
+        const float *restrict y0 = y + q, *restrict y1 = y0 + rs, *restrict y2 = y0 + W * rs,
+                    *restrict y3 = y2 + rs;
+        float *restrict d0 = dy + q, *restrict d1 = d0 + rs, *restrict d2 = d0 + W * rs,
+              *restrict d3 = d2 + rs;
+        const float *restrict go = grad_out + o, *restrict op = out + o, *restrict kp = which + o;
+        for (int n = 0; n < N; n++) {
+          float g = op[n] > 0 ? scale * go[n] : 0, k = kp[n];
+          d0[n] = slope * (y0[n] - m32) + shift + (k == 0 ? g : 0);
+          d1[n] = slope * (y1[n] - m32) + shift + (k == 1 ? g : 0);
+          d2[n] = slope * (y2[n] - m32) + shift + (k == 2 ? g : 0);
+          d3[n] = slope * (y3[n] - m32) + shift + (k == 3 ? g : 0);
+        }
+        for (int n = N; n < Np; n++) { d0[n] = 0; d1[n] = 0; d2[n] = 0; d3[n] = 0; }
+      }
+  }
+}

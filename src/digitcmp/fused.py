@@ -22,7 +22,8 @@ import functools
 import torch
 
 from . import kernels
-from .kernels import ptr
+from .directconv import to_lanes
+from .kernels import lanes_view, padded_lanes, ptr
 
 # -fno-trapping-math lets the compiler turn the kernel's ternaries into vector selects; it
 # changes no result (it only assumes that nobody reads the floating-point exception flags).
@@ -40,6 +41,8 @@ def library() -> ctypes.CDLL | None:
     p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.bn_pool_relu_forward.argtypes = [p, i, i, i, i, i, p, p, f, p, p, p, p, p]
     lib.bn_pool_relu_backward.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
+    lib.bn_pool_relu_forward_lanes.argtypes = [p, i, i, i, i, i, p, p, f, p, p, p, p, p]
+    lib.bn_pool_relu_backward_lanes.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
     return lib
 
 
@@ -53,37 +56,56 @@ def supports(x: torch.Tensor) -> bool:
 class BNPoolReLU(torch.autograd.Function):
     """relu(max_pool2d(batch_norm(x), 2)) in training mode, for ``rounds`` stacked networks
     (rows r*N .. r*N+N-1 of x are round r's); also returns each (round, channel)'s batch mean
-    and biased variance, in double precision, for the running statistics."""
+    and biased variance, in double precision, for the running statistics. ``lanes`` (one
+    network): in the lanes layout of ``directconv.py`` (``x`` copied into it unless it is a
+    lanes view already), the output and the input gradient lanes views too."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rounds: int,
-                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = x.contiguous(memory_format=torch.channels_last)
+                eps: float, lanes: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
-        out = torch.empty(b, c, h // 2, w // 2, memory_format=torch.channels_last)
+        if lanes:
+            x = to_lanes(x, padded_lanes(b))
+            out = x.new_empty(h // 2, w // 2, c, x.shape[3])
+        else:
+            x = x.contiguous(memory_format=torch.channels_last)
+            out = torch.empty(b, c, h // 2, w // 2, memory_format=torch.channels_last)
         which, xhat = torch.empty_like(out), torch.empty_like(out)
         mean = torch.empty(rounds * c, dtype=torch.float64)
         var = torch.empty_like(mean)
-        weight = weight.detach().contiguous()
+        weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
         with torch.profiler.record_function("digitcmp::bn_pool_relu_forward"):  # named in profiles
-            library().bn_pool_relu_forward(ptr(x), rounds, b // rounds, h, w, c, ptr(weight),
-                                           ptr(bias.detach().contiguous()), eps, ptr(mean),
-                                           ptr(var), ptr(out), ptr(which), ptr(xhat))
+            if lanes:
+                library().bn_pool_relu_forward_lanes(ptr(x), b, x.shape[3], h, w, c, ptr(weight),
+                                                     ptr(bias), eps, ptr(mean), ptr(var), ptr(out),
+                                                     ptr(which), ptr(xhat))
+            else:
+                library().bn_pool_relu_forward(ptr(x), rounds, b // rounds, h, w, c, ptr(weight),
+                                               ptr(bias), eps, ptr(mean), ptr(var), ptr(out),
+                                               ptr(which), ptr(xhat))
         ctx.save_for_backward(x, out, which, xhat, weight, mean, var)
-        ctx.rounds, ctx.eps = rounds, eps
+        ctx.rounds, ctx.eps, ctx.lanes, ctx.shape = rounds, eps, lanes, (b, c, h, w)
         ctx.mark_non_differentiable(mean, var)
-        return out, mean, var
+        return (lanes_view(out, b) if lanes else out), mean, var
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, _mean, _var):
         x, out, which, xhat, weight, mean, var = ctx.saved_tensors
-        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-        b, c, h, w = x.shape
-        dx = torch.empty_like(x)
+        b, c, h, w = ctx.shape
         dweight, dbias = torch.empty_like(weight), torch.empty_like(weight)
+        dx = torch.empty_like(x)
+        if ctx.lanes:
+            g = to_lanes(grad_out, out.shape[3])
+            with torch.profiler.record_function("digitcmp::bn_pool_relu_backward"):
+                library().bn_pool_relu_backward_lanes(ptr(x), ptr(g), ptr(out), ptr(which), ptr(xhat),
+                                                      b, x.shape[3], h, w, c, ptr(weight), ptr(mean),
+                                                      ptr(var), ctx.eps, ptr(dx), ptr(dweight),
+                                                      ptr(dbias))
+            return lanes_view(dx, b), dweight, dbias, None, None, None
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         with torch.profiler.record_function("digitcmp::bn_pool_relu_backward"):
             library().bn_pool_relu_backward(ptr(x), ptr(grad_out), ptr(out), ptr(which),
                                             ptr(xhat), ctx.rounds, b // ctx.rounds, h, w, c,
                                             ptr(weight), ptr(mean), ptr(var), ctx.eps, ptr(dx),
                                             ptr(dweight), ptr(dbias))
-        return dx, dweight, dbias, None, None
+        return dx, dweight, dbias, None, None, None

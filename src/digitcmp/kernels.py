@@ -55,3 +55,31 @@ def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL | None:
 def ptr(t: torch.Tensor) -> ctypes.c_void_p:
     """``t``'s data, for a kernel's pointer argument."""
     return ctypes.c_void_p(t.data_ptr())
+
+
+# The lanes layout (directconv.c, fused.c): a map of N images is an H x W x C x Np buffer with
+# the images innermost, Np a multiple of 8 and lanes N .. Np - 1 zero. Between layers it travels
+# as an ordinary N x C x H x W tensor viewing that buffer, so that every PyTorch operator still
+# takes it, and the next kernel finds the buffer again without a copy.
+
+
+def padded_lanes(n: int) -> int:
+    """Np for N images: N rounded up to whole vectors of this CPU (16 floats with AVX-512, else 8)."""
+    width = 16 if vector_isa() == "AVX512" else 8
+    return -(-n // width) * width
+
+
+def lanes_view(buf: torch.Tensor, n: int) -> torch.Tensor:
+    """The N x C x H x W tensor of the first ``n`` lanes of an H x W x C x Np buffer."""
+    return buf[..., :n].permute(3, 2, 0, 1)
+
+
+def lanes_of(x: torch.Tensor) -> torch.Tensor | None:
+    """The H x W x C x Np buffer that ``x`` (N x C x H x W) views, if it is such a view."""
+    if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu":
+        return None
+    n, c, h, w = x.shape
+    np_ = x.stride(1)
+    if x.stride() != (1, np_, w * c * np_, c * np_) or np_ < n or np_ % 8:
+        return None
+    return x.as_strided((h, w, c, np_), (w * c * np_, c * np_, np_, 1))

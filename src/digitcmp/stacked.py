@@ -34,6 +34,7 @@ ensemble (probcmp) stack like rounds: R rounds of K members are R x K slots.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,8 @@ class StackedConv2d(nn.Module):
     """
 
     folded = False
-    direct = False  # set by ``stack_models``: directconv.py's kernels where they run
+    direct = False  # set by ``stack_models``: directconv.py's kernels where they run ...
+    lanes = False  # ... and, in training, output in their lanes layout, for a fused layer next
 
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
@@ -127,9 +129,11 @@ class StackedConv2d(nn.Module):
 
     def _direct(self, x: torch.Tensor) -> torch.Tensor:
         biases = self.bias.unbind() if self.bias is not None else [None] * self.rounds
+        if self.rounds == 1:
+            return directconv.DirectConv2d.apply(x, self.weight[0], biases[0], self.padding,
+                                                 self.lanes and self.training)
         parts = zip(x.chunk(self.rounds), self.weight.unbind(), biases, strict=True)
-        ys = [directconv.DirectConv2d.apply(xr, w, b, self.padding) for xr, w, b in parts]
-        return ys[0] if self.rounds == 1 else torch.cat(ys)
+        return torch.cat([directconv.DirectConv2d.apply(xr, w, b, self.padding) for xr, w, b in parts])
 
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         r = self.rounds
@@ -176,6 +180,7 @@ class StackedBatchNorm(nn.Module):
 
     folded = False
     pool_relu = False
+    lanes = False  # set by ``use_direct_convs``: the fused kernel in directconv.py's lanes layout
 
     def __init__(self, layers: list[nn.modules.batchnorm._BatchNorm]):
         super().__init__()
@@ -219,9 +224,18 @@ class StackedBatchNorm(nn.Module):
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """relu(max_pool2d(batch_norm(x), 2)) in training, by the fused kernel, its batch
-        statistics updating the running ones as F.batch_norm's do."""
+        statistics updating the running ones as F.batch_norm's do. ``lanes``: round by round in
+        the lanes layout, whatever the number of rounds (so that a round's arithmetic does not
+        depend on its stack mates)."""
         self.num_batches_tracked += 1
-        y, mean, var = fused.BNPoolReLU.apply(x, self.weight, self.bias, self.rounds, self.eps)
+        if self.lanes:
+            xs = x.chunk(self.rounds) if self.rounds > 1 else [x]
+            outs = [fused.BNPoolReLU.apply(xr, w, b, 1, self.eps, True)
+                    for xr, w, b in zip(xs, self.weight.unbind(), self.bias.unbind(), strict=True)]
+            y = outs[0][0] if self.rounds == 1 else torch.cat([o[0] for o in outs])
+            mean, var = torch.cat([o[1] for o in outs]), torch.cat([o[2] for o in outs])
+        else:
+            y, mean, var = fused.BNPoolReLU.apply(x, self.weight, self.bias, self.rounds, self.eps)
         n = x.numel() // x.shape[1] // self.rounds  # values per (round, channel)
         with torch.no_grad():  # the running variance is the unbiased one, as in PyTorch
             self.running_mean.lerp_(mean.float(), self.momentum)
@@ -292,9 +306,7 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
     if fuse:
         fuse_pool_relu(slots)
     if direct:
-        for m in slots.modules():
-            if isinstance(m, StackedConv2d) and not m.im2col:
-                m.direct = m.stride == (1, 1) and m.dilation == (1, 1)
+        use_direct_convs(slots)
     return slots
 
 
@@ -373,6 +385,24 @@ def fuse_pool_relu(model: nn.Module) -> None:
                         and type(pool) is nn.MaxPool2d and _is_2x2(pool) and type(relu) is nn.ReLU):
                     bn.pool_relu = True
                     seq[i + 1], seq[i + 2] = nn.Identity(), nn.Identity()
+
+
+def use_direct_convs(model: nn.Module) -> None:
+    """Run the stride-1 convolutions of ``model`` on ``directconv.py``'s kernels: those of more
+    than two input channels, and, where a convolution of one network is followed by a fused
+    BatchNorm + max-pool + ReLU in a Sequential, that one too (first layers included), the two
+    exchanging maps in the lanes layout. (A first layer whose output goes to PyTorch's operators
+    keeps its im2col path, which was faster with the transposes around the kernel.) Which layers
+    do so depends on the model alone, not on how many rounds are stacked."""
+    plain = [m for m in model.modules() if isinstance(m, StackedConv2d)
+             and m.stride == (1, 1) and m.dilation == (1, 1)]
+    for m in plain:
+        m.direct = not m.im2col
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            for conv, nxt in itertools.pairwise(seq):
+                if any(conv is m for m in plain) and isinstance(nxt, StackedBatchNorm) and nxt.pool_relu:
+                    conv.direct = conv.lanes = nxt.lanes = True
 
 
 def has_fused_layers(model: nn.Module) -> bool:
