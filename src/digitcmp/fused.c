@@ -273,3 +273,28 @@ void bn_pool_relu_backward_lanes(const float *restrict y, const float *restrict 
       }
   }
 }
+
+/* In evaluation (one network, lanes layout): BatchNorm with the running statistics is a*y + b
+ * per channel, then the pool and the ReLU, in one pass that reads the map once. */
+void bn_pool_relu_eval_lanes(const float *restrict y, int N, int Np, int H, int W, int C,
+                             const float *gamma, const float *beta, const float *running_mean,
+                             const float *running_var, float eps, float *restrict out) {
+  int Ho = H / 2, Wo = W / 2;
+  long rs = (long)C * Np;
+  for (int c = 0; c < C; c++) {
+    float a = gamma[c] / sqrtf(running_var[c] + eps), b = beta[c] - running_mean[c] * a;
+    for (int i = 0; i < Ho; i++)
+      for (int j = 0; j < Wo; j++) {
+        const float *restrict y0 = y + ((long)(2 * i) * W + 2 * j) * rs + (long)c * Np;
+        const float *restrict y1 = y0 + rs, *restrict y2 = y0 + W * rs, *restrict y3 = y2 + rs;
+        float *restrict op = out + ((long)i * Wo + j) * rs + (long)c * Np;
+        for (int n = 0; n < N; n++) {
+          float m01 = y0[n] * a > y1[n] * a ? y0[n] * a : y1[n] * a;
+          float m23 = y2[n] * a > y3[n] * a ? y2[n] * a : y3[n] * a;
+          float best = (m01 > m23 ? m01 : m23) + b;
+          op[n] = best > 0 ? best : 0;
+        }
+        for (int n = N; n < Np; n++) op[n] = 0;
+      }
+  }
+}

@@ -43,6 +43,7 @@ def library() -> ctypes.CDLL | None:
     lib.bn_pool_relu_backward.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
     lib.bn_pool_relu_forward_lanes.argtypes = [p, i, i, i, i, i, p, p, f, p, p, p, p, p]
     lib.bn_pool_relu_backward_lanes.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
+    lib.bn_pool_relu_eval_lanes.argtypes = [p, i, i, i, i, i, p, p, p, p, f, p]
     return lib
 
 
@@ -51,6 +52,19 @@ def supports(x: torch.Tensor) -> bool:
     to PyTorch's operators, which refuse them with their own message)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.shape[1] <= MAX_CHANNELS and min(x.shape[2:]) >= 2 and library() is not None)
+
+
+def bn_pool_relu_eval(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      running_mean: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
+    """relu(max_pool2d(batch_norm(x), 2)) in evaluation (running statistics) for one network,
+    in the lanes layout of ``directconv.py`` (``x`` copied into it unless it is a lanes view):
+    a lanes view. Not differentiable: for inference."""
+    b, c, h, w = x.shape
+    x = to_lanes(x, padded_lanes(b))
+    out = x.new_empty(h // 2, w // 2, c, x.shape[3])
+    params = [t.detach().contiguous() for t in (weight, bias, running_mean, running_var)]
+    library().bn_pool_relu_eval_lanes(ptr(x), b, x.shape[3], h, w, c, *map(ptr, params), eps, ptr(out))
+    return lanes_view(out, b)
 
 
 class BNPoolReLU(torch.autograd.Function):

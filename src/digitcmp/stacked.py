@@ -130,8 +130,9 @@ class StackedConv2d(nn.Module):
     def _direct(self, x: torch.Tensor) -> torch.Tensor:
         biases = self.bias.unbind() if self.bias is not None else [None] * self.rounds
         if self.rounds == 1:
-            return directconv.DirectConv2d.apply(x, self.weight[0], biases[0], self.padding,
-                                                 self.lanes and self.training)
+            # Lanes out where the next layer reads them: in training, and in inference.
+            lanes = self.lanes and (self.training or not torch.is_grad_enabled())
+            return directconv.DirectConv2d.apply(x, self.weight[0], biases[0], self.padding, lanes)
         parts = zip(x.chunk(self.rounds), self.weight.unbind(), biases, strict=True)
         return torch.cat([directconv.DirectConv2d.apply(xr, w, b, self.padding) for xr, w, b in parts])
 
@@ -199,6 +200,8 @@ class StackedBatchNorm(nn.Module):
             return self._batch_norm(x)
         if self.training and fused.supports(x):
             return self._fused(x)
+        if self.lanes and not torch.is_grad_enabled() and fused.supports(x):
+            return self._fused_eval(x)
         return F.relu(F.max_pool2d(self._batch_norm(x), 2))
 
     def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,6 +244,15 @@ class StackedBatchNorm(nn.Module):
             self.running_mean.lerp_(mean.float(), self.momentum)
             self.running_var.lerp_(var.float() * (n / (n - 1)), self.momentum)
         return y
+
+    def _fused_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """The same in evaluation, for inference: the fused kernel round by round in the lanes
+        layout (running statistics; ``lanes`` layers only, like their training)."""
+        xs = x.chunk(self.rounds) if self.rounds > 1 else [x]
+        stats = zip(xs, self.weight.unbind(), self.bias.unbind(), self.running_mean.view(self.rounds, -1),
+                    self.running_var.view(self.rounds, -1), strict=True)
+        ys = [fused.bn_pool_relu_eval(xr, w, b, m, v, self.eps) for xr, w, b, m, v in stats]
+        return ys[0] if self.rounds == 1 else torch.cat(ys)
 
     def unstacked(self, r: int, layer: nn.modules.batchnorm._BatchNorm) -> None:
         c = self.weight.shape[1]
