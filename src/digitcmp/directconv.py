@@ -4,12 +4,14 @@ oneDNN's convolutions for feature maps with a few channels (the study's convnets
 run at a fraction of the CPU's matmul rate: a 20-channel output is a thin matrix product, and
 its backward for the weights is worse. The kernels here keep the images innermost in memory,
 so that every multiply-add is a full vector whatever the channel counts, skip the taps that
-fall on the zero padding, and keep a tile of outputs in registers (README, Speed). Their
-inputs are transposed into that layout; their outputs are written as channels_last maps.
+fall on the zero padding, and keep a tile of outputs in registers (README, Speed). A map in
+that layout (``kernels.lanes_of``) is taken as it is, any other is transposed into it; the
+output is a lanes view (for a fused layer next, ``fused.py``) or a channels_last map.
 
-Used by the stacked engine on a CPU with AVX2 and FMA (AVX-512 where PyTorch uses it), for
-float32 convolutions with stride 1 and no dilation; elsewhere ``library()`` is None, and the
-callers use PyTorch's operators. The function is the same; the float summation order differs.
+Used by the stacked engine on a CPU with AVX2 and FMA (AVX-512 where PyTorch uses it), on one
+thread, for float32 convolutions with stride 1 and no dilation (``stacked.use_direct_convs``);
+elsewhere ``library()`` is None, and the callers use PyTorch's operators. The function is the
+same; the float summation order differs.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ independent copies of it:
   pooling and BatchNorm are fast (oneDNN's grouped convolution, the obvious way to do R at
   once, is far slower in backward); a convolution of one or two input channels as im2col and
   one batched matmul instead; padding beyond kernel - 1 (outputs that see only zeros) added
-  after the convolution, as the bias;
+  after the convolution, as the bias; on a CPU with one thread, ``directconv.py``'s C kernels
+  instead (``use_direct_convs``);
 - ``BatchNorm``: statistics per (round, channel): R folded into the channel dimension for
   features, one call per round for feature maps;
 - ``Dropout``: masks drawn from a generator per round, so a round's masks do not depend on
@@ -20,11 +21,12 @@ Everything else (ReLU, pooling, reshapes, the model's own ``forward``) is per-sa
 unchanged, except that a ReLU followed by a max-pool is applied after it (``pool_before_relu``:
 the same function, on a quarter of the values), and that on a CPU a BatchNorm followed by a
 2 x 2 max-pool and a ReLU trains as one fused C kernel where there is one (``fuse_pool_relu``,
-``fused.py``). One Adam steps all rounds: Adam is element-wise, and the loss is the *sum* of the
-per-round losses, so each round's weights see exactly their own round's gradient and moments.
-Each round keeps its own data, initialisation (the reference engine's, copied in), batch order,
-dropout masks, BatchNorm statistics and optimiser state; what differs from the reference engine
-is float summation order and which random numbers the dropout masks are made of.
+``fused.py``), taking its maps from a direct convolution before it in their lanes layout. One
+Adam steps all rounds: Adam is element-wise, and the loss is the *sum* of the per-round losses,
+so each round's weights see exactly their own round's gradient and moments. Each round keeps its
+own data, initialisation (the reference engine's, copied in), batch order, dropout masks,
+BatchNorm statistics and optimiser state; what differs from the reference engine is float
+summation order and which random numbers the dropout masks are made of.
 
 A model stacks if every module of its members with parameters or buffers is one of the layers
 above (true of every built-in model); ``stackable`` says whether a model does. The members of an
