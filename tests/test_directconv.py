@@ -8,7 +8,9 @@ from torch import nn
 from conftest import TINY
 from digitcmp import directconv
 from digitcmp.config import Config
-from digitcmp.stacked import StackedConv2d, has_direct_convs, stack_models
+from digitcmp.kernels import lanes_of
+from digitcmp.models import MODELS
+from digitcmp.stacked import StackedBatchNorm, StackedConv2d, has_direct_convs, stack_models
 from digitcmp.train import direct_convs, train_rounds
 
 
@@ -94,3 +96,24 @@ def test_the_engine_uses_the_kernels_only_where_they_were_measured_faster():
     assert not direct_convs(Config(threads=2), cpu)  # one thread against PyTorch's two
     assert not direct_convs(Config(precision="bf16"), cpu)
     assert not direct_convs(Config(), torch.device("meta"))
+
+
+def test_a_convnet_block_keeps_its_maps_in_the_lanes_layout():
+    """In the study's convnets every convolution feeds a fused BatchNorm + pool + ReLU: all run
+    directly, first layers included, each pair exchanging lanes views; without the fused layer
+    after it a first layer keeps its im2col path."""
+    cnn = MODELS["cnn"]()
+    stacked = stack_models([cnn], [torch.Generator()], fuse=True, direct=True)
+    convs = [m for m in stacked.modules() if isinstance(m, StackedConv2d)]
+    norms = [m for m in stacked.modules() if isinstance(m, StackedBatchNorm) and m.pool_relu]
+    assert len(convs) == len(norms) == 2 and convs[0].im2col
+    assert all(m.direct and m.lanes for m in convs) and all(m.lanes for m in norms)
+    x = torch.randn(8, 2, 14, 14)
+    first = convs[0].train()(x)
+    assert lanes_of(first) is not None and lanes_of(norms[0].train()(first)) is not None
+    with torch.no_grad():  # inference too; with gradients on, evaluation stays in PyTorch's layouts
+        assert lanes_of(convs[0].eval()(x)) is not None
+    assert lanes_of(convs[0].eval()(x)) is None
+    plain = stack_models([MODELS["cnn"]()], [torch.Generator()], direct=True)  # no fused layers
+    first = next(m for m in plain.modules() if isinstance(m, StackedConv2d))
+    assert not first.direct and not first.lanes
