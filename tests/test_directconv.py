@@ -117,3 +117,14 @@ def test_a_convnet_block_keeps_its_maps_in_the_lanes_layout():
     plain = stack_models([MODELS["cnn"]()], [torch.Generator()], direct=True)  # no fused layers
     first = next(m for m in plain.modules() if isinstance(m, StackedConv2d))
     assert not first.direct and not first.lanes
+
+
+def test_layers_with_many_channels_keep_onednn():
+    """Where the direct weight gradient was measured slower (probcmp's 32 -> 32 layers), the
+    convolution and its fused layer stay as they were."""
+    net = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.MaxPool2d(2), nn.ReLU(),
+                        nn.Conv2d(16, 20, 3, padding=1))
+    stacked = stack_models([net], [torch.Generator()], fuse=True, direct=True)
+    wide, narrow = [m for m in stacked.modules() if isinstance(m, StackedConv2d)]
+    assert not wide.direct and not wide.lanes and narrow.direct
+    assert not next(m for m in stacked.modules() if isinstance(m, StackedBatchNorm)).lanes

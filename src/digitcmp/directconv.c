@@ -1,6 +1,7 @@
 /* Direct 2-d convolution (stride 1, zero padding) forward and backward for feature maps with
  * few channels, as the study's convnets have (16 -> 20), where oneDNN runs well below the CPU's
- * matmul rate. One round (network) per call; directconv.py chooses when to use it.
+ * matmul rate. One round (network) per call; directconv.py chooses when to use it. Outputs are
+ * in the lanes layout below, or N x H x W x C (a channels_last tensor), as the caller asks.
  *
  * Layout: a map is H x W x C x Np floats, the images innermost ("lanes"; Np is N rounded up to
  * the vector width, the extra lanes zero), so that one vector load takes the same pixel and
@@ -102,10 +103,13 @@ static void direct(const float *src, const float *wt, const float *init, float *
         for (int o0 = 0; o0 < O; o0 += ob) {
           int k = O - o0 < ob ? O - o0 : ob, nv = nb + 2 * VW <= Np ? 2 : 1;
           const float *in = init ? init + o0 : 0;
+          float *d = dp + o0 * (img ? 1 : Np);
 #define CASE(k)                                                                                   \
   case k:                                                                                         \
-    if (nv == 2) tile_##k##_2(sp, wbase + o0, in, dp + o0 * (img ? 1 : Np), Np, C, O, hlo, hhi, wlo, whi, sh, sw, wh, ww, img, valid); \
-    else tile_##k##_1(sp, wbase + o0, in, dp + o0 * (img ? 1 : Np), Np, C, O, hlo, hhi, wlo, whi, sh, sw, wh, ww, img, valid); \
+    if (nv == 2)                                                                                  \
+      tile_##k##_2(sp, wbase + o0, in, d, Np, C, O, hlo, hhi, wlo, whi, sh, sw, wh, ww, img, valid); \
+    else                                                                                          \
+      tile_##k##_1(sp, wbase + o0, in, d, Np, C, O, hlo, hhi, wlo, whi, sh, sw, wh, ww, img, valid); \
     break;
           switch (k) { CASES(CASE) }
 #undef CASE

@@ -401,15 +401,23 @@ def fuse_pool_relu(model: nn.Module) -> None:
                     seq[i + 1], seq[i + 2] = nn.Identity(), nn.Identity()
 
 
+# The direct kernels' weight gradient re-reads the maps once per block of channels: beyond about
+# 16 x 32 channels it fell behind oneDNN's (probcmp's 32 -> 32 and 64 -> 64 layers, 3-4x slower
+# in benchmarks/kernel_ceiling.py's per-layer table), while at the study's 16 -> 20 it is faster.
+DIRECT_MAX_CHANNEL_PRODUCT = 512
+
+
 def use_direct_convs(model: nn.Module) -> None:
-    """Run the stride-1 convolutions of ``model`` on ``directconv.py``'s kernels: those of more
-    than two input channels, and, where a convolution of one network is followed by a fused
-    BatchNorm + max-pool + ReLU in a Sequential, that one too (first layers included), the two
-    exchanging maps in the lanes layout. (A first layer whose output goes to PyTorch's operators
-    keeps its im2col path, which was faster with the transposes around the kernel.) Which layers
-    do so depends on the model alone, not on how many rounds are stacked."""
+    """Run the stride-1 convolutions of ``model`` with few channels (input x output channels at
+    most ``DIRECT_MAX_CHANNEL_PRODUCT``) on ``directconv.py``'s kernels: those of more than two
+    input channels, and, where a convolution of one network is followed by a fused BatchNorm +
+    max-pool + ReLU in a Sequential, that one too (first layers included), the two exchanging
+    maps in the lanes layout. (A first layer whose output goes to PyTorch's operators keeps its
+    im2col path, which was faster with the transposes around the kernel.) Which layers do so
+    depends on the model alone, not on how many rounds are stacked."""
     plain = [m for m in model.modules() if isinstance(m, StackedConv2d)
-             and m.stride == (1, 1) and m.dilation == (1, 1)]
+             and m.stride == (1, 1) and m.dilation == (1, 1)
+             and m.weight.shape[1] * m.weight.shape[2] <= DIRECT_MAX_CHANNEL_PRODUCT]
     for m in plain:
         m.direct = not m.im2col
     for seq in model.modules():
