@@ -48,7 +48,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="(default: %(default)s)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    config = Config(data="embedded")
+    config = Config(data="embedded", threads=args.threads)
     cls = get_model_class(args.model)
     stacked = args.engine == "stacked"
     slots = stack_size(cls(), config.batch_size) if stacked else 1

@@ -3,9 +3,11 @@
  * r*N .. r*N+N-1 of the batch are round r's, with statistics of their own.
  *
  * A map is N x H x W x C floats in memory (NCHW tensors in channels_last layout). The channel
- * is the innermost loop everywhere, so that the compiler vectorises it; selects are written as
+ * is the innermost loop, so that the compiler vectorises it; selects are written as
  * ternaries on floats for the same reason (compiled with -fno-trapping-math, see fused.py).
- * Sums run in float over blocks of 64 rows and in double across blocks.
+ * Sums run in float over blocks of 64 rows and in double across blocks. For one network whose
+ * maps are in directconv.c's lanes layout, the same layer (and its evaluation) comes after
+ * these, below.
  */
 #include <math.h>
 

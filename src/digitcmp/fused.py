@@ -1,4 +1,5 @@
-"""BatchNorm (training mode) + 2 x 2 max-pool + ReLU of channels_last feature maps in one C kernel.
+"""BatchNorm + 2 x 2 max-pool + ReLU of feature maps in one C kernel (training; and inference in the
+lanes layout).
 
 PyTorch runs these three as separate passes over the full-size map: forward, BatchNorm's
 statistics, its normalisation, the pool (with int64 indices) and the ReLU; backward, the ReLU,
@@ -6,7 +7,8 @@ a zero-fill and a scatter for the pool and two more passes for BatchNorm: a larg
 convnet's training step (README, Speed). The kernel (``fused.c``) reads the map three times
 forward and writes only quarter-size results, and reads it once and writes its gradient once
 backward. It computes the same function; float summation order differs from PyTorch's, and so
-do the last digits of what trains with it.
+do the last digits of what trains with it. Maps come channels_last, or, after a direct
+convolution (``directconv.py``), in its lanes layout, which the kernel then keeps.
 
 The C source is compiled on first use (``kernels.py``). It is used only on x86-64 CPUs with
 AVX2 and FMA: the flags target them, and compiled without them its loops were slower than

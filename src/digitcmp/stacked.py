@@ -77,8 +77,8 @@ class StackedConv2d(nn.Module):
     """
 
     folded = False
-    direct = False  # set by ``stack_models``: directconv.py's kernels where they run ...
-    lanes = False  # ... and, in training, output in their lanes layout, for a fused layer next
+    direct = False  # set by ``use_direct_convs``: directconv.py's kernels where they run ...
+    lanes = False  # ... and output in their lanes layout, for the fused layer next
 
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
@@ -219,8 +219,7 @@ class StackedBatchNorm(nn.Module):
         # Feature maps: the same permute would be a strided 5-d copy, slow on a CPU, so each
         # round's contiguous slice gets its own call instead; the running statistics are
         # updated in place through views of the stacked buffers.
-        # One round needs no chunk: its backward would copy the whole gradient.
-        xs = x.chunk(r) if r > 1 else [x]
+        xs = self._per_round(x)
         ys = [F.batch_norm(xr, m, v, w, b, self.training, self.momentum, self.eps)
               for xr, m, v, w, b in zip(xs, self.running_mean.view(r, -1).unbind(),
                                         self.running_var.view(r, -1).unbind(), self.weight.unbind(),
@@ -234,9 +233,8 @@ class StackedBatchNorm(nn.Module):
         depend on its stack mates)."""
         self.num_batches_tracked += 1
         if self.lanes:
-            xs = x.chunk(self.rounds) if self.rounds > 1 else [x]
-            outs = [fused.BNPoolReLU.apply(xr, w, b, 1, self.eps, True)
-                    for xr, w, b in zip(xs, self.weight.unbind(), self.bias.unbind(), strict=True)]
+            outs = [fused.BNPoolReLU.apply(xr, w, b, 1, self.eps, True) for xr, w, b
+                    in zip(self._per_round(x), self.weight.unbind(), self.bias.unbind(), strict=True)]
             y = outs[0][0] if self.rounds == 1 else torch.cat([o[0] for o in outs])
             mean, var = torch.cat([o[1] for o in outs]), torch.cat([o[2] for o in outs])
         else:
@@ -250,11 +248,16 @@ class StackedBatchNorm(nn.Module):
     def _fused_eval(self, x: torch.Tensor) -> torch.Tensor:
         """The same in evaluation, for inference: the fused kernel round by round in the lanes
         layout (running statistics; ``lanes`` layers only, like their training)."""
-        xs = x.chunk(self.rounds) if self.rounds > 1 else [x]
-        stats = zip(xs, self.weight.unbind(), self.bias.unbind(), self.running_mean.view(self.rounds, -1),
-                    self.running_var.view(self.rounds, -1), strict=True)
+        r = self.rounds
+        stats = zip(self._per_round(x), self.weight.unbind(), self.bias.unbind(),
+                    self.running_mean.view(r, -1), self.running_var.view(r, -1), strict=True)
         ys = [fused.bn_pool_relu_eval(xr, w, b, m, v, self.eps) for xr, w, b, m, v in stats]
         return ys[0] if self.rounds == 1 else torch.cat(ys)
+
+    def _per_round(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each round's rows of ``x``; one round's without a chunk, whose backward would copy
+        the whole gradient."""
+        return x.chunk(self.rounds) if self.rounds > 1 else [x]
 
     def unstacked(self, r: int, layer: nn.modules.batchnorm._BatchNorm) -> None:
         c = self.weight.shape[1]
@@ -306,8 +309,8 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
     members) as S slots, in stacked networks of ``group`` slots each (default: all in one);
     ``folded``: convolutions and BatchNorm with the slots folded into channels (for a GPU);
     ``fuse``: BatchNorm + max-pool + ReLU as one layer with a fused kernel (for a CPU that has
-    it: ``fused.library()``); ``direct``: stride-1 convolutions of more than two input channels
-    by ``directconv.py``'s kernels (likewise)."""
+    it: ``fused.library()``); ``direct``: convolutions on ``directconv.py``'s kernels where
+    ``use_direct_convs`` says (likewise)."""
     foreign = _foreign_layer(models[0])
     if foreign is not None:
         raise TypeError(f"{type(foreign).__name__} layers cannot be stacked")
@@ -415,15 +418,17 @@ def use_direct_convs(model: nn.Module) -> None:
     maps in the lanes layout. (A first layer whose output goes to PyTorch's operators keeps its
     im2col path, which was faster with the transposes around the kernel.) Which layers do so
     depends on the model alone, not on how many rounds are stacked."""
-    plain = [m for m in model.modules() if isinstance(m, StackedConv2d)
-             and m.stride == (1, 1) and m.dilation == (1, 1)
-             and m.weight.shape[1] * m.weight.shape[2] <= DIRECT_MAX_CHANNEL_PRODUCT]
-    for m in plain:
-        m.direct = not m.im2col
+    def suits(m: nn.Module) -> bool:
+        return (isinstance(m, StackedConv2d) and m.stride == (1, 1) and m.dilation == (1, 1)
+                and m.weight.shape[1] * m.weight.shape[2] <= DIRECT_MAX_CHANNEL_PRODUCT)
+
+    for m in model.modules():
+        if suits(m):
+            m.direct = not m.im2col
     for seq in model.modules():
         if isinstance(seq, nn.Sequential):
             for conv, nxt in itertools.pairwise(seq):
-                if any(conv is m for m in plain) and isinstance(nxt, StackedBatchNorm) and nxt.pool_relu:
+                if suits(conv) and isinstance(nxt, StackedBatchNorm) and nxt.pool_relu:
                     conv.direct = conv.lanes = nxt.lanes = True
 
 
