@@ -193,9 +193,9 @@ void bn_pool_relu_forward_lanes(const float *restrict y, int N, int Np, int H, i
     float m32 = (float)mean[c];
     for (long p = 0; p < P; p++) q += row_sq(y + p * rs + (long)c * Np, N, m32);
     var[c] = q / ((double)P * N);
-  }
-  for (int c = 0; c < C; c++) {
-    float m32 = (float)mean[c], inv = (float)(1.0 / sqrt(var[c] + eps));
+    /* The pool in the same channel loop: the channel's rows (a 1/C slice of the map) are
+     * still in cache from the two passes above. */
+    float inv = (float)(1.0 / sqrt(var[c] + eps));
     float a = gamma[c] * inv, b = beta[c] - m32 * a;
     for (int i = 0; i < Ho; i++)
       for (int j = 0; j < Wo; j++) {
