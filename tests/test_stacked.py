@@ -18,6 +18,7 @@ from digitcmp.stacked import (
     StackedDropout,
     has_direct_convs,
     has_fused_layers,
+    random_bits,
     stack_models,
     stackable,
 )
@@ -127,12 +128,21 @@ def test_a_stacked_convolution_is_its_rounds_convolutions(rounds, in_ch, kernel,
         torch.testing.assert_close(stacked.bias.grad[r], c.bias.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_dropout_masks_differ_between_rounds_and_keep_the_rate():
-    drop = StackedDropout(0.5, [torch.Generator().manual_seed(s) for s in (1, 2)]).train()
+@pytest.mark.parametrize("p", [0.5, 0.3])  # random bits, and bernoulli_ for other rates
+def test_dropout_masks_differ_between_rounds_and_keep_the_rate(p):
+    drop = StackedDropout(p, [torch.Generator().manual_seed(s) for s in (1, 2)]).train()
     y = drop(torch.ones(2000, 50))
     a, b = y[:1000] > 0, y[1000:] > 0
-    assert not torch.equal(a, b) and 0.45 < a.float().mean() < 0.55
-    assert set(y.unique().tolist()) == {0.0, 2.0}
+    assert not torch.equal(a, b) and abs(a.float().mean() - (1 - p)) < 0.02
+    torch.testing.assert_close(y.unique(), torch.tensor([0.0, 1 / (1 - p)]))
+
+
+def test_random_bits_are_fair_in_every_position_of_a_draw_and_reproducible():
+    bits = random_bits(torch.Size([4000, 63]), torch.Generator().manual_seed(0))
+    # Row i holds the 63 bits of draw i: each position is a fair coin (4000 draws: sd 0.008).
+    assert set(bits.unique().tolist()) == {0.0, 1.0}
+    assert ((bits.mean(0) - 0.5).abs() < 0.04).all()
+    assert torch.equal(bits, random_bits(torch.Size([4000, 63]), torch.Generator().manual_seed(0)))
 
 
 def test_models_with_other_layers_or_recipes_fall_back_to_the_reference_loop():
