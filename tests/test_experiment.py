@@ -39,6 +39,20 @@ def test_plan_groups_rounds_by_engine_and_stack():
     assert plan(Config(), todo + [("cnn", 4)], all_rounds=True) == [("baseline", [0, 2, 3]), ("cnn", [1, 4])]
 
 
+def test_plan_puts_the_longest_task_of_a_round_first():
+    todo = [("baseline", 0), ("cnn", 0), ("siamese_aux", 0), ("baseline", 1), ("cnn", 1)]
+    assert plan(Config(engine="reference"), todo) == [
+        ("siamese_aux", [0]), ("cnn", [0]), ("baseline", [0]), ("cnn", [1]), ("baseline", [1])]
+
+
+def test_when_idle_is_called_once_when_a_worker_runs_out_of_tasks(tmp_path):
+    calls = []
+    config = tiny(rounds=3, engine="reference")
+    run_experiment(config, tmp_path / "r", workers=2, progress=False, say=lambda *a: None,
+                   when_idle=lambda: calls.append(len(lines(tmp_path / "r"))))
+    assert calls == [2]  # after the second of three one-round tasks: one left, for two workers
+
+
 def test_config_mismatch_is_an_error(tmp_path):
     run(tmp_path, rounds=1)
     with pytest.raises(RunDirError, match="epochs: 1 there, 2 now"):

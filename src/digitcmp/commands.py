@@ -50,13 +50,13 @@ def run_and_report(config: Config, args: argparse.Namespace) -> tuple[list[dict]
     """Run config's missing rounds into args.out, then write its tables, figures and report.
     Returns every round's result, Table III and the run's last line (to say after the results)."""
     from .experiment import run_experiment
-    from .report import write_report
+    from .report import import_drawing, write_report
 
     start = time.perf_counter()
     results = run_experiment(config, args.out, executor=args.executor, workers=args.workers,
                              progress=not args.no_progress, command=sys.argv, say=say,
                              save_checkpoints=args.save_checkpoints, rounds_per_task=args.stack,
-                             ray_address=args.ray_address)
+                             ray_address=args.ray_address, when_idle=import_drawing)
     report, table = write_report(args.out, say=say)
     planned = len(config.models) * config.rounds
     done = (f"digitcmp: done in {_duration(time.perf_counter() - start)}: {len(results)} of {planned} "

@@ -59,11 +59,12 @@ def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | Non
     which rounds it is stacked with (its data, batches, initialisation and dropout masks come
     from its own seeds), so the grouping is not part of the config.
     """
-    tasks = []
+    tasks, cost = [], {}
     arms = list(dict.fromkeys(m for m, _ in todo))
     for arm in arms:
         rounds = [r for m, r in todo if m == arm]
         model, cfg = resolve(config, arm)
+        cost[arm] = forward_flops(get_model_class(model)()) * cfg.epochs
         if cfg.engine == "reference":
             size = 1
         elif rounds_per_task or all_rounds:
@@ -71,9 +72,11 @@ def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | Non
         else:
             size = stack_size(get_model_class(model)(), cfg.batch_size)
         tasks += [(arm, rounds[i:i + size]) for i in range(0, len(rounds), size)]
-    # Round-major: a run stopped early holds whole rounds of every arm, which pair up.
+    # Round-major: a run stopped early holds whole rounds of every arm, which pair up. Within a
+    # round the longest task first, so that the run does not end on one long task while the
+    # other workers have nothing left to do.
     order = {m: i for i, m in enumerate(arms)}
-    return sorted(tasks, key=lambda t: (t[1][0], order[t[0]]))
+    return sorted(tasks, key=lambda t: (t[1][0], -cost[t[0]] * len(t[1]), order[t[0]]))
 
 
 def prepare(config: Config) -> dict:
@@ -99,17 +102,20 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
                    workers: int | None = None, progress: bool = True,
                    command: Iterable[str] | None = None, say: Callable = say,
                    save_checkpoints: bool = False, rounds_per_task: int | None = None,
-                   ray_address: str | None = None) -> list[dict]:
+                   ray_address: str | None = None, when_idle: Callable[[], None] | None = None) -> list[dict]:
     """Run every missing (arm, round) of ``config`` into ``out`` and return all results.
 
     With ``save_checkpoints``, each round's model is saved as ``out/checkpoints/{arm}-r{round}.pt``.
     ``rounds_per_task`` overrides how many rounds the stacked engine trains together (see ``plan``).
+    ``when_idle`` is called once, when a worker has no task left: the caller's own work after
+    the run (the report) can get ready then, on the core the run no longer uses.
     """
     run = RunDir(out, say=say)
     run.check_usable()
     manifest = prepare(config)
     manifest["command"] = list(command) if command is not None else None
     gpus = _gpus(manifest["device"])
+    n = workers or 1
     if executor == "process":
         n = workers or default_workers(config.threads, gpus)
         if not gpus and n * config.threads > (os.cpu_count() or 1):
@@ -132,6 +138,7 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
         todo_count = {arm: sum(m == arm for m, _ in todo) for arm in config.models}
         bar = Progress(todo_count, epochs, flops, len(done), len(asked), bar=progress, say=say)
         ckpt_dir = str(run.path / "checkpoints") if save_checkpoints else None
+        remaining = len(tasks)
         try:
             for finished in execute(train_task, tasks, config, executor, workers, ckpt_dir, ray_address,
                                     gpus, bar.epochs_done, say):
@@ -139,6 +146,10 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
                     run.append(res)
                     results.append(res)
                     bar.round_done(res)
+                remaining -= 1
+                if when_idle is not None and remaining < n:
+                    when_idle()
+                    when_idle = None
         finally:
             bar.close()
     return results

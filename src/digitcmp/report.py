@@ -67,6 +67,15 @@ def layer_tables(models: list[str], arms: dict[str, str]) -> list[str]:
     return lines
 
 
+def import_drawing() -> None:
+    """Import what drawing the figures and the statistics need (matplotlib, scipy): seconds,
+    which a run spends while its last rounds train and a core is idle (``run_experiment``'s
+    ``when_idle``), not after them."""
+    from scipy import stats  # noqa: F401
+
+    from . import plots  # noqa: F401
+
+
 def write_report(run_dir: str | os.PathLike, say=say) -> tuple[Path, str]:
     """Summary tables, epochs.csv, every figure and report.md for a (possibly partial) run
     directory. Returns the path of report.md and the Table III markdown."""
