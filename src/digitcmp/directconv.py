@@ -22,7 +22,7 @@ import functools
 import torch
 
 from . import kernels
-from .kernels import lanes_of, lanes_view, padded_lanes, ptr
+from .kernels import lanes_of, lanes_view, named, padded_lanes, ptr
 
 # The vector width and register tiles are compile-time constants of directconv.c.
 FLAGS = {"AVX512": ("-O3", "-mavx512f", "-mavx2", "-mfma", "-DVW=16"),
@@ -83,7 +83,7 @@ class DirectConv2d(torch.autograd.Function):
              else torch.empty(n, oc, ho, wo, memory_format=torch.channels_last))
         b = bias.detach().contiguous() if bias is not None else x.new_zeros(oc)
         wt = weight.detach().permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
-        with torch.profiler.record_function("digitcmp::conv_forward"):  # named in profiles
+        with named("digitcmp::conv_forward"):
             lib.conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw,
                              ho, wo, lanes)
         ctx.save_for_backward(xt, weight)
@@ -103,12 +103,12 @@ class DirectConv2d(torch.autograd.Function):
             dx = (xt.new_empty(h, w, c, np_) if lanes
                   else torch.empty(n, c, h, w, memory_format=torch.channels_last))
             wt = weight.detach().permute(2, 3, 0, 1).contiguous()  # KH x KW x OC x C
-            with torch.profiler.record_function("digitcmp::conv_backward_input"):
+            with named("digitcmp::conv_backward_input"):
                 lib.conv_backward_input(ptr(gt), ptr(wt), ptr(dx), n, np_, h, w, c, oc, kh, kw, ph, pw,
                                         ho, wo, lanes)
             dx = lanes_view(dx, n) if lanes else dx
         dw, db = xt.new_empty(kh, kw, c, oc), xt.new_empty(oc)
-        with torch.profiler.record_function("digitcmp::conv_backward_weight"):
+        with named("digitcmp::conv_backward_weight"):
             lib.conv_backward_weight(ptr(xt), ptr(gt), ptr(dw), ptr(db), np_, h, w, c, oc, kh, kw,
                                      ph, pw, ho, wo)
         return dx, dw.permute(3, 2, 0, 1), db if ctx.has_bias else None, None, None

@@ -25,7 +25,7 @@ import torch
 
 from . import kernels
 from .directconv import to_lanes
-from .kernels import lanes_view, padded_lanes, ptr
+from .kernels import lanes_view, named, padded_lanes, ptr
 
 # -fno-trapping-math lets the compiler turn the kernel's ternaries into vector selects; it
 # changes no result (it only assumes that nobody reads the floating-point exception flags).
@@ -90,7 +90,7 @@ class BNPoolReLU(torch.autograd.Function):
         mean = torch.empty(rounds * c, dtype=torch.float64)
         var = torch.empty_like(mean)
         weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
-        with torch.profiler.record_function("digitcmp::bn_pool_relu_forward"):  # named in profiles
+        with named("digitcmp::bn_pool_relu_forward"):
             if lanes:
                 library().bn_pool_relu_forward_lanes(ptr(x), b, x.shape[3], h, w, c, ptr(weight),
                                                      ptr(bias), eps, ptr(mean), ptr(var), ptr(out),
@@ -112,14 +112,14 @@ class BNPoolReLU(torch.autograd.Function):
         dx = torch.empty_like(x)
         if ctx.lanes:
             g = to_lanes(grad_out, out.shape[3])
-            with torch.profiler.record_function("digitcmp::bn_pool_relu_backward"):
+            with named("digitcmp::bn_pool_relu_backward"):
                 library().bn_pool_relu_backward_lanes(ptr(x), ptr(g), ptr(out), ptr(which), ptr(xhat),
                                                       b, x.shape[3], h, w, c, ptr(weight), ptr(mean),
                                                       ptr(var), ctx.eps, ptr(dx), ptr(dweight),
                                                       ptr(dbias))
             return lanes_view(dx, b), dweight, dbias, None, None, None
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-        with torch.profiler.record_function("digitcmp::bn_pool_relu_backward"):
+        with named("digitcmp::bn_pool_relu_backward"):
             library().bn_pool_relu_backward(ptr(x), ptr(grad_out), ptr(out), ptr(which),
                                             ptr(xhat), ctx.rounds, b // ctx.rounds, h, w, c,
                                             ptr(weight), ptr(mean), ptr(var), ctx.eps, ptr(dx),

@@ -6,6 +6,7 @@ PyTorch's operators."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -50,6 +51,15 @@ def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL | None:
         return ctypes.CDLL(str(path))
     except OSError:
         return None
+
+
+def named(name: str) -> contextlib.AbstractContextManager:
+    """A profiler range around a kernel call, so that profiles (``benchmarks/profile_step.py``)
+    name it; nothing unless a profiler runs (entering a range costs ~9 us even then, and a step
+    calls a dozen kernels)."""
+    if torch.autograd.profiler._is_profiler_enabled:
+        return torch.profiler.record_function(name)
+    return contextlib.nullcontext()
 
 
 def ptr(t: torch.Tensor) -> ctypes.c_void_p:
