@@ -48,6 +48,15 @@ from .models.registry import PairModel
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
+def _round_params(t: torch.Tensor | None, rounds: int) -> list[torch.Tensor | None]:
+    """A stacked parameter's slices, one per round: ``unbind`` (whose backward is one stack), or
+    for a single round a ``squeeze``, whose backward is a view where indexing's would allocate a
+    zero tensor and copy into it."""
+    if t is None:
+        return [None] * rounds
+    return [t.squeeze(0)] if rounds == 1 else list(t.unbind())
+
+
 class StackedLinear(nn.Module):
     def __init__(self, layers: list[nn.Linear]):
         super().__init__()
@@ -111,12 +120,12 @@ class StackedConv2d(nn.Module):
         if self.im2col:
             return self._im2col(x)
         x = x.contiguous(memory_format=torch.channels_last)
-        biases = self.bias.unbind() if self.bias is not None else [None] * self.rounds
+        weights, biases = _round_params(self.weight, self.rounds), _round_params(self.bias, self.rounds)
         if self.rounds == 1:  # the per-round arithmetic below, without a chunk and a cat
-            y = self._conv(x, self.weight[0], biases[0])
+            y = self._conv(x, weights[0], biases[0])
         else:
             # unbind/chunk rather than indexing: their backward is one stack/cat, not R scatters.
-            parts = zip(x.chunk(self.rounds), self.weight.unbind(), biases, strict=True)
+            parts = zip(x.chunk(self.rounds), weights, biases, strict=True)
             y = torch.cat([self._conv(xr, w, b) for xr, w, b in parts])
         # A one-channel input is NCHW and NHWC at once, and the convolution then answers in
         # NCHW; keep every feature map channels_last, where pooling and BatchNorm are fast.
@@ -130,12 +139,12 @@ class StackedConv2d(nn.Module):
         return y if b is None else y + b.view(-1, 1, 1)
 
     def _direct(self, x: torch.Tensor) -> torch.Tensor:
-        biases = self.bias.unbind() if self.bias is not None else [None] * self.rounds
+        weights, biases = _round_params(self.weight, self.rounds), _round_params(self.bias, self.rounds)
         if self.rounds == 1:
             # Lanes out where the next layer reads them: in training, and in inference.
             lanes = self.lanes and (self.training or not torch.is_grad_enabled())
-            return directconv.DirectConv2d.apply(x, self.weight[0], biases[0], self.padding, lanes)
-        parts = zip(x.chunk(self.rounds), self.weight.unbind(), biases, strict=True)
+            return directconv.DirectConv2d.apply(x, weights[0], biases[0], self.padding, lanes)
+        parts = zip(x.chunk(self.rounds), weights, biases, strict=True)
         return torch.cat([directconv.DirectConv2d.apply(xr, w, b, self.padding) for xr, w, b in parts])
 
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,8 +231,8 @@ class StackedBatchNorm(nn.Module):
         xs = self._per_round(x)
         ys = [F.batch_norm(xr, m, v, w, b, self.training, self.momentum, self.eps)
               for xr, m, v, w, b in zip(xs, self.running_mean.view(r, -1).unbind(),
-                                        self.running_var.view(r, -1).unbind(), self.weight.unbind(),
-                                        self.bias.unbind(), strict=True)]
+                                        self.running_var.view(r, -1).unbind(), _round_params(self.weight, r),
+                                        _round_params(self.bias, r), strict=True)]
         return ys[0] if r == 1 else torch.cat(ys)
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,9 +243,9 @@ class StackedBatchNorm(nn.Module):
         self.num_batches_tracked += 1
         if self.lanes:
             outs = [fused.BNPoolReLU.apply(xr, w, b, 1, self.eps, True) for xr, w, b
-                    in zip(self._per_round(x), self.weight.unbind(), self.bias.unbind(), strict=True)]
-            y = outs[0][0] if self.rounds == 1 else torch.cat([o[0] for o in outs])
-            mean, var = torch.cat([o[1] for o in outs]), torch.cat([o[2] for o in outs])
+                    in zip(self._per_round(x), _round_params(self.weight, self.rounds),
+                           _round_params(self.bias, self.rounds), strict=True)]
+            y, mean, var = outs[0] if self.rounds == 1 else (torch.cat(t) for t in zip(*outs, strict=True))
         else:
             y, mean, var = fused.BNPoolReLU.apply(x, self.weight, self.bias, self.rounds, self.eps)
         n = x.numel() // x.shape[1] // self.rounds  # values per (round, channel)
@@ -249,7 +258,7 @@ class StackedBatchNorm(nn.Module):
         """The same in evaluation, for inference: the fused kernel round by round in the lanes
         layout (running statistics; ``lanes`` layers only, like their training)."""
         r = self.rounds
-        stats = zip(self._per_round(x), self.weight.unbind(), self.bias.unbind(),
+        stats = zip(self._per_round(x), _round_params(self.weight, r), _round_params(self.bias, r),
                     self.running_mean.view(r, -1), self.running_var.view(r, -1), strict=True)
         ys = [fused.bn_pool_relu_eval(xr, w, b, m, v, self.eps) for xr, w, b, m, v in stats]
         return ys[0] if self.rounds == 1 else torch.cat(ys)
