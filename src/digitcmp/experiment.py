@@ -57,7 +57,8 @@ def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | Non
     rounds, by default as many as ``stack_size`` finds worthwhile to stack on a CPU,
     or every round of the arm (``all_rounds``, on a GPU). A round's numbers do not depend on
     which rounds it is stacked with (its data, batches, initialisation and dropout masks come
-    from its own seeds), so the grouping is not part of the config.
+    from its own seeds), so the grouping is not part of the config. A task weighs its arm's
+    FLOPs per pair (one evaluation pass of the model here) x epochs x rounds.
     """
     tasks, cost = [], {}
     arms = list(dict.fromkeys(m for m, _ in todo))
