@@ -181,8 +181,7 @@ WCASES(DEFINE_WTILES)
 static void wtile(int taps, int cb, int ob, const float *x, const float *dy, float *dwv, long xs,
                   long ds, long Np, const long *xo, const long *go, int cnt) {
   if (ob == (taps ? TOB : WOB)) {
-#define CASE(k) case k: if (taps) ttile_##k(x, dy, dwv, xs, ds, Np, xo, go, cnt); \
-                        else wtile_##k(x, dy, dwv, xs, ds, Np, xo, go, cnt); return;
+#define CASE(k) case k: (taps ? ttile_##k : wtile_##k)(x, dy, dwv, xs, ds, Np, xo, go, cnt); return;
     switch (cb) { WCASES(CASE) }
 #undef CASE
   }
@@ -231,9 +230,11 @@ void conv_backward_weight(const float *x, const float *dy, float *dw, float *db,
             }
       }
   beg[passes] = k;
-  float *dwv = aligned_alloc(64, nw * VW * sizeof(float)), *dbv = aligned_alloc(64, OC * VW * sizeof(float));
-  memset(dwv, 0, nw * VW * sizeof(float));
-  memset(dbv, 0, OC * VW * sizeof(float));
+  /* Cache-line aligned (aligned_alloc wants a size that is a multiple of the alignment). */
+  size_t dwb = (nw * VW * sizeof(float) + 63) / 64 * 64, dbb = (OC * VW * sizeof(float) + 63) / 64 * 64;
+  float *dwv = aligned_alloc(64, dwb), *dbv = aligned_alloc(64, dbb);
+  memset(dwv, 0, dwb);
+  memset(dbv, 0, dbb);
   /* One vector of images at a time, a band of rows at a time: the maps a tile reads then stay
    * in the L1 cache while all the taps pass over them. */
   for (long n = 0; n < Np; n += VW) {
