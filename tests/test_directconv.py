@@ -10,7 +10,7 @@ from digitcmp import directconv
 from digitcmp.config import Config
 from digitcmp.kernels import lanes_of
 from digitcmp.models import MODELS
-from digitcmp.stacked import StackedBatchNorm, StackedConv2d, has_direct_convs, stack_models
+from digitcmp.stacked import DeferredConv, StackedBatchNorm, StackedConv2d, has_direct_convs, stack_models
 from digitcmp.train import direct_convs, train_rounds
 
 
@@ -109,8 +109,10 @@ def test_a_convnet_block_keeps_its_maps_in_the_lanes_layout():
     assert len(convs) == len(norms) == 2 and convs[0].im2col
     assert all(m.direct and m.lanes for m in convs) and all(m.lanes for m in norms)
     x = torch.randn(8, 2, 14, 14)
-    first = convs[0].train()(x)
-    assert lanes_of(first) is not None and lanes_of(norms[0].train()(first)) is not None
+    deferred = convs[0].train()(x)  # in training each pair runs as one autograd function
+    assert isinstance(deferred, DeferredConv) and deferred.x is x and deferred.conv is convs[0]
+    first = norms[0].train()(deferred)
+    assert lanes_of(first) is not None and lanes_of(norms[1].train()(convs[1].train()(first))) is not None
     with torch.no_grad():  # inference too; with gradients on, evaluation stays in PyTorch's layouts
         assert lanes_of(convs[0].eval()(x)) is not None
     assert lanes_of(convs[0].eval()(x)) is None

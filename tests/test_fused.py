@@ -131,3 +131,36 @@ def test_the_engine_uses_the_kernel_only_where_it_was_measured_faster(kernel):
     assert not fuses(Config(threads=4), cpu)  # a one-thread kernel beside PyTorch's parallel ones
     assert not fuses(Config(precision="bf16"), cpu)
     assert not fuses(Config(), torch.device("meta"))
+
+
+@pytest.mark.parametrize("lanes_in", [False, True])
+def test_a_convolution_and_the_fused_layer_as_one_function_give_the_same_bits(kernel, lanes_in):
+    """fused.ConvBNPoolReLU (what the stacked engine runs for a convnet block of one round in
+    training) against directconv.DirectConv2d then BNPoolReLU in the lanes layout: the same
+    kernels in the same order, so the same output, statistics and gradients, to the bit; the
+    input gradient in the input's layout."""
+    if directconv.library() is None:
+        pytest.skip("no direct convolution kernels here")
+    torch.manual_seed(0)
+    n, c, oc = 13, 3, 8
+    x = torch.randn(n, c, 9, 9)
+    if lanes_in:
+        x = lanes_view(directconv.to_lanes(x, padded_lanes(n)), n)
+    params = [torch.randn(oc, c, 3, 3), torch.randn(oc), torch.randn(oc), torch.randn(oc)]
+    runs = []
+    for merged in (False, True):
+        xs, ps = x.detach().clone().requires_grad_(), [p.clone().requires_grad_() for p in params]
+        if lanes_in:  # a lanes view again, as the layer before would hand it over
+            xs = lanes_view(directconv.to_lanes(x, padded_lanes(n)), n).requires_grad_()
+        if merged:
+            out, mean, var = fused.ConvBNPoolReLU.apply(xs, *ps[:2], *ps[2:], (2, 2), 1e-5)
+        else:
+            y = directconv.DirectConv2d.apply(xs, *ps[:2], (2, 2), True)
+            out, mean, var = fused.BNPoolReLU.apply(y, *ps[2:], 1, 1e-5, True)
+        assert lanes_of(out) is not None
+        g = torch.arange(out.numel(), dtype=torch.float32).view(out.shape).sin()
+        grads = torch.autograd.grad(out, [xs, *ps], g)
+        assert (lanes_of(grads[0]) is not None) is lanes_in
+        runs.append([out, mean, var, *grads])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)

@@ -63,6 +63,50 @@ def to_lanes(x: torch.Tensor, np_: int) -> torch.Tensor:
     return out
 
 
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 padding: tuple[int, int], lanes: bool) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """The forward kernel on ``x`` (N x C x H x W): returns the lanes buffer of ``x`` (kept for
+    the backward), the output (an Ho x Wo x OC x Np lanes buffer if ``lanes``, else an N x OC x
+    Ho x Wo channels_last map) and the geometry ``conv_backward`` takes."""
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    (ph, pw), ho, wo = padding, h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1
+    np_ = padded_lanes(n)
+    xt = to_lanes(x, np_)
+    y = (x.new_empty(ho, wo, oc, np_) if lanes
+         else torch.empty(n, oc, ho, wo, memory_format=torch.channels_last))
+    b = bias.detach().contiguous() if bias is not None else x.new_zeros(oc)
+    wt = weight.detach().permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
+    with named("digitcmp::conv_forward"):
+        library().conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw,
+                               ho, wo, lanes)
+    return xt, y, (n, c, h, w, oc, kh, kw, ph, pw, ho, wo)
+
+
+def conv_backward(xt: torch.Tensor, weight: torch.Tensor, gt: torch.Tensor, geometry: tuple,
+                  input_grad: bool, lanes_in: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The backward kernels, from ``conv_forward``'s lanes buffer of the input and geometry and
+    the output's gradient as a lanes buffer ``gt``: the input gradient (if ``input_grad``; a
+    lanes view if ``lanes_in``, else channels_last), the weight gradient (OC x C x KH x KW) and
+    the bias gradient."""
+    n, c, h, w, oc, kh, kw, ph, pw, ho, wo = geometry
+    np_ = xt.shape[3]
+    dx = None
+    if input_grad:
+        dx = (xt.new_empty(h, w, c, np_) if lanes_in
+              else torch.empty(n, c, h, w, memory_format=torch.channels_last))
+        wt = weight.detach().permute(2, 3, 0, 1).contiguous()  # KH x KW x OC x C
+        with named("digitcmp::conv_backward_input"):
+            library().conv_backward_input(ptr(gt), ptr(wt), ptr(dx), n, np_, h, w, c, oc, kh, kw, ph,
+                                          pw, ho, wo, lanes_in)
+        dx = lanes_view(dx, n) if lanes_in else dx
+    dw, db = xt.new_empty(kh, kw, c, oc), xt.new_empty(oc)
+    with named("digitcmp::conv_backward_weight"):
+        library().conv_backward_weight(ptr(xt), ptr(gt), ptr(dw), ptr(db), np_, h, w, c, oc, kh, kw,
+                                       ph, pw, ho, wo)
+    return dx, dw.permute(3, 2, 0, 1), db
+
+
 class DirectConv2d(torch.autograd.Function):
     """F.conv2d(x, weight, bias, padding=padding) with stride 1 and no dilation. ``lanes``: the
     output as a view of a lanes buffer (``kernels.lanes_view``), for a next layer that reads
@@ -72,43 +116,15 @@ class DirectConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 padding: tuple[int, int], lanes: bool = False) -> torch.Tensor:
-        lib = library()
-        n, c, h, w = x.shape
-        oc, _, kh, kw = weight.shape
-        (ph, pw), ho, wo = padding, h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1
         ctx.lanes_in = lanes_of(x) is not None
-        np_ = padded_lanes(n)
-        xt = to_lanes(x, np_)
-        y = (x.new_empty(ho, wo, oc, np_) if lanes
-             else torch.empty(n, oc, ho, wo, memory_format=torch.channels_last))
-        b = bias.detach().contiguous() if bias is not None else x.new_zeros(oc)
-        wt = weight.detach().permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
-        with named("digitcmp::conv_forward"):
-            lib.conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw,
-                             ho, wo, lanes)
+        xt, y, ctx.geometry = conv_forward(x, weight, bias, padding, lanes)
         ctx.save_for_backward(xt, weight)
-        ctx.geometry, ctx.has_bias = (n, c, h, w, oc, kh, kw, ph, pw, ho, wo), bias is not None
-        return lanes_view(y, n) if lanes else y
+        ctx.has_bias = bias is not None
+        return lanes_view(y, x.shape[0]) if lanes else y
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        lib = library()
         xt, weight = ctx.saved_tensors
-        n, c, h, w, oc, kh, kw, ph, pw, ho, wo = ctx.geometry
-        np_ = xt.shape[3]
-        gt = to_lanes(grad_out, np_)
-        dx = None
-        if ctx.needs_input_grad[0]:
-            lanes = ctx.lanes_in
-            dx = (xt.new_empty(h, w, c, np_) if lanes
-                  else torch.empty(n, c, h, w, memory_format=torch.channels_last))
-            wt = weight.detach().permute(2, 3, 0, 1).contiguous()  # KH x KW x OC x C
-            with named("digitcmp::conv_backward_input"):
-                lib.conv_backward_input(ptr(gt), ptr(wt), ptr(dx), n, np_, h, w, c, oc, kh, kw, ph, pw,
-                                        ho, wo, lanes)
-            dx = lanes_view(dx, n) if lanes else dx
-        dw, db = xt.new_empty(kh, kw, c, oc), xt.new_empty(oc)
-        with named("digitcmp::conv_backward_weight"):
-            lib.conv_backward_weight(ptr(xt), ptr(gt), ptr(dw), ptr(db), np_, h, w, c, oc, kh, kw,
-                                     ph, pw, ho, wo)
-        return dx, dw.permute(3, 2, 0, 1), db if ctx.has_bias else None, None, None
+        gt = to_lanes(grad_out, xt.shape[3])
+        dx, dw, db = conv_backward(xt, weight, gt, ctx.geometry, ctx.needs_input_grad[0], ctx.lanes_in)
+        return dx, dw, db if ctx.has_bias else None, None, None

@@ -23,9 +23,9 @@ import functools
 
 import torch
 
-from . import kernels
+from . import directconv, kernels
 from .directconv import to_lanes
-from .kernels import lanes_view, named, padded_lanes, ptr
+from .kernels import lanes_of, lanes_view, named, padded_lanes, ptr
 
 # -fno-trapping-math lets the compiler turn the kernel's ternaries into vector selects; it
 # changes no result (it only assumes that nobody reads the floating-point exception flags).
@@ -69,6 +69,37 @@ def bn_pool_relu_eval(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     return lanes_view(out, b)
 
 
+def _forward_lanes(y: torch.Tensor, n: int, weight: torch.Tensor, bias: torch.Tensor,
+                   eps: float) -> tuple[torch.Tensor, ...]:
+    """The training kernel on the lanes buffer ``y`` (H x W x C x Np, ``n`` images): the output,
+    the window winners, the normalised winners (Ho x Wo x C x Np lanes buffers), batch mean and
+    biased variance."""
+    h, w, c, np_ = y.shape
+    out = y.new_empty(h // 2, w // 2, c, np_)
+    which, xhat = torch.empty_like(out), torch.empty_like(out)
+    mean = torch.empty(c, dtype=torch.float64)
+    var = torch.empty_like(mean)
+    with named("digitcmp::bn_pool_relu_forward"):
+        library().bn_pool_relu_forward_lanes(ptr(y), n, np_, h, w, c, ptr(weight), ptr(bias), eps,
+                                             ptr(mean), ptr(var), ptr(out), ptr(which), ptr(xhat))
+    return out, which, xhat, mean, var
+
+
+def _backward_lanes(y: torch.Tensor, g: torch.Tensor, out: torch.Tensor, which: torch.Tensor,
+                    xhat: torch.Tensor, n: int, weight: torch.Tensor, mean: torch.Tensor,
+                    var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward kernel from ``_forward_lanes``'s tensors and the output's gradient ``g`` (a
+    lanes buffer): the gradient of ``y`` (a lanes buffer), of the weight and of the bias."""
+    h, w, c, np_ = y.shape
+    dy = torch.empty_like(y)
+    dweight, dbias = torch.empty_like(weight), torch.empty_like(weight)
+    with named("digitcmp::bn_pool_relu_backward"):
+        library().bn_pool_relu_backward_lanes(ptr(y), ptr(g), ptr(out), ptr(which), ptr(xhat), n, np_,
+                                              h, w, c, ptr(weight), ptr(mean), ptr(var), eps, ptr(dy),
+                                              ptr(dweight), ptr(dbias))
+    return dy, dweight, dbias
+
+
 class BNPoolReLU(torch.autograd.Function):
     """relu(max_pool2d(batch_norm(x), 2)) in training mode, for ``rounds`` stacked networks
     (rows r*N .. r*N+N-1 of x are round r's); also returns each (round, channel)'s batch mean
@@ -80,44 +111,37 @@ class BNPoolReLU(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rounds: int,
                 eps: float, lanes: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
+        weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
+        ctx.rounds, ctx.eps, ctx.lanes, ctx.shape = rounds, eps, lanes, (b, c, h, w)
         if lanes:
             x = to_lanes(x, padded_lanes(b))
-            out = x.new_empty(h // 2, w // 2, c, x.shape[3])
-        else:
-            x = x.contiguous(memory_format=torch.channels_last)
-            out = torch.empty(b, c, h // 2, w // 2, memory_format=torch.channels_last)
+            out, which, xhat, mean, var = _forward_lanes(x, b, weight, bias, eps)
+            ctx.save_for_backward(x, out, which, xhat, weight, mean, var)
+            ctx.mark_non_differentiable(mean, var)
+            return lanes_view(out, b), mean, var
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = torch.empty(b, c, h // 2, w // 2, memory_format=torch.channels_last)
         which, xhat = torch.empty_like(out), torch.empty_like(out)
         mean = torch.empty(rounds * c, dtype=torch.float64)
         var = torch.empty_like(mean)
-        weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
         with named("digitcmp::bn_pool_relu_forward"):
-            if lanes:
-                library().bn_pool_relu_forward_lanes(ptr(x), b, x.shape[3], h, w, c, ptr(weight),
-                                                     ptr(bias), eps, ptr(mean), ptr(var), ptr(out),
-                                                     ptr(which), ptr(xhat))
-            else:
-                library().bn_pool_relu_forward(ptr(x), rounds, b // rounds, h, w, c, ptr(weight),
-                                               ptr(bias), eps, ptr(mean), ptr(var), ptr(out),
-                                               ptr(which), ptr(xhat))
+            library().bn_pool_relu_forward(ptr(x), rounds, b // rounds, h, w, c, ptr(weight),
+                                           ptr(bias), eps, ptr(mean), ptr(var), ptr(out),
+                                           ptr(which), ptr(xhat))
         ctx.save_for_backward(x, out, which, xhat, weight, mean, var)
-        ctx.rounds, ctx.eps, ctx.lanes, ctx.shape = rounds, eps, lanes, (b, c, h, w)
         ctx.mark_non_differentiable(mean, var)
-        return (lanes_view(out, b) if lanes else out), mean, var
+        return out, mean, var
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, _mean, _var):
         x, out, which, xhat, weight, mean, var = ctx.saved_tensors
         b, c, h, w = ctx.shape
-        dweight, dbias = torch.empty_like(weight), torch.empty_like(weight)
-        dx = torch.empty_like(x)
         if ctx.lanes:
             g = to_lanes(grad_out, out.shape[3])
-            with named("digitcmp::bn_pool_relu_backward"):
-                library().bn_pool_relu_backward_lanes(ptr(x), ptr(g), ptr(out), ptr(which), ptr(xhat),
-                                                      b, x.shape[3], h, w, c, ptr(weight), ptr(mean),
-                                                      ptr(var), ctx.eps, ptr(dx), ptr(dweight),
-                                                      ptr(dbias))
+            dx, dweight, dbias = _backward_lanes(x, g, out, which, xhat, b, weight, mean, var, ctx.eps)
             return lanes_view(dx, b), dweight, dbias, None, None, None
+        dweight, dbias = torch.empty_like(weight), torch.empty_like(weight)
+        dx = torch.empty_like(x)
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         with named("digitcmp::bn_pool_relu_backward"):
             library().bn_pool_relu_backward(ptr(x), ptr(grad_out), ptr(out), ptr(which),
@@ -125,3 +149,36 @@ class BNPoolReLU(torch.autograd.Function):
                                             ptr(weight), ptr(mean), ptr(var), ctx.eps, ptr(dx),
                                             ptr(dweight), ptr(dbias))
         return dx, dweight, dbias, None, None, None
+
+
+class ConvBNPoolReLU(torch.autograd.Function):
+    """relu(max_pool2d(batch_norm(conv2d(x, conv_weight, conv_bias, padding)), 2)) in training
+    mode for one network: ``directconv.py``'s convolution and this module's kernel as one
+    autograd function, the map between them a lanes buffer no other operator sees (one node and
+    no views between them: a convnet step ~5 % faster than with the two functions). Returns what
+    ``BNPoolReLU`` does (the output a lanes view); the input gradient is in the layout of ``x``
+    (lanes if it was a lanes view). The same kernels in the same order: the same numbers."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor | None,
+                weight: torch.Tensor, bias: torch.Tensor, padding: tuple[int, int],
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        ctx.lanes_in = lanes_of(x) is not None
+        xt, y, ctx.geometry = directconv.conv_forward(x, conv_weight, conv_bias, padding, lanes=True)
+        weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
+        out, which, xhat, mean, var = _forward_lanes(y, n, weight, bias, eps)
+        ctx.save_for_backward(xt, conv_weight, y, out, which, xhat, weight, mean, var)
+        ctx.eps, ctx.has_bias = eps, conv_bias is not None
+        ctx.mark_non_differentiable(mean, var)
+        return lanes_view(out, n), mean, var
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, _mean, _var):
+        xt, conv_weight, y, out, which, xhat, weight, mean, var = ctx.saved_tensors
+        g = to_lanes(grad_out, out.shape[3])
+        dy, dweight, dbias = _backward_lanes(y, g, out, which, xhat, ctx.geometry[0], weight, mean,
+                                             var, ctx.eps)
+        dx, dw, db = directconv.conv_backward(xt, conv_weight, dy, ctx.geometry,
+                                              ctx.needs_input_grad[0], ctx.lanes_in)
+        return dx, dw, db if ctx.has_bias else None, dweight, dbias, None, None

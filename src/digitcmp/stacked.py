@@ -21,7 +21,8 @@ Everything else (ReLU, pooling, reshapes, the model's own ``forward``) is per-sa
 unchanged, except that a ReLU followed by a max-pool is applied after it (``pool_before_relu``:
 the same function, on a quarter of the values), and that on a CPU a BatchNorm followed by a
 2 x 2 max-pool and a ReLU trains as one fused C kernel where there is one (``fuse_pool_relu``,
-``fused.py``), taking its maps from a direct convolution before it in their lanes layout. One
+``fused.py``), taking its maps from a direct convolution before it in their lanes layout (for
+one round in training, the pair runs as one autograd function, ``DeferredConv``). One
 Adam steps all rounds: Adam is element-wise, and the loss is the *sum* of the per-round losses,
 so each round's weights see exactly their own round's gradient and moments. Each round keeps its
 own data, initialisation (the reference engine's, copied in), batch order, dropout masks,
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,14 @@ from . import directconv, fused
 from .models.registry import PairModel
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+class DeferredConv(NamedTuple):
+    """What a convolution that defers to the fused layer after it passes on in training: its
+    input and itself (``StackedConv2d.defers``); the fused layer runs the pair as one."""
+
+    x: torch.Tensor
+    conv: StackedConv2d
 
 
 def _round_params(t: torch.Tensor | None, rounds: int) -> list[torch.Tensor | None]:
@@ -87,7 +97,8 @@ class StackedConv2d(nn.Module):
 
     folded = False
     direct = False  # set by ``use_direct_convs``: directconv.py's kernels where they run ...
-    lanes = False  # ... and output in their lanes layout, for the fused layer next
+    lanes = False  # ... and output in their lanes layout, for the fused layer next ...
+    defers = False  # ... which, for one round in training, runs this convolution too
 
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
@@ -112,10 +123,12 @@ class StackedConv2d(nn.Module):
         self.bias = (nn.Parameter(torch.stack([m.bias.detach() for m in layers]))
                      if c.bias is not None else None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | DeferredConv:
         if self.folded:
             return self._grouped(x)
         if self.direct and directconv.supports(x):
+            if self.defers and self.rounds == 1 and self.training and fused.library() is not None:
+                return DeferredConv(x, self)
             return self._direct(x)
         if self.im2col:
             return self._im2col(x)
@@ -206,7 +219,9 @@ class StackedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.stack([m.running_var for m in layers]).flatten())
         self.register_buffer("num_batches_tracked", layers[0].num_batches_tracked.clone())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | DeferredConv) -> torch.Tensor:
+        if isinstance(x, DeferredConv):
+            return self._fused_with_conv(x)
         if not self.pool_relu:
             return self._batch_norm(x)
         if self.training and fused.supports(x):
@@ -248,11 +263,28 @@ class StackedBatchNorm(nn.Module):
             y, mean, var = outs[0] if self.rounds == 1 else (torch.cat(t) for t in zip(*outs, strict=True))
         else:
             y, mean, var = fused.BNPoolReLU.apply(x, self.weight, self.bias, self.rounds, self.eps)
-        n = x.numel() // x.shape[1] // self.rounds  # values per (round, channel)
-        with torch.no_grad():  # the running variance is the unbiased one, as in PyTorch
+        self._update_running(mean, var, x.numel() // x.shape[1] // self.rounds)
+        return y
+
+    def _fused_with_conv(self, d: DeferredConv) -> torch.Tensor:
+        """The same after the convolution ``d.conv`` on ``d.x``, for one round: both as one
+        autograd function (``fused.ConvBNPoolReLU``), the same kernels and numbers."""
+        self.num_batches_tracked += 1
+        conv, (n, _, h, w) = d.conv, d.x.shape
+        y, mean, var = fused.ConvBNPoolReLU.apply(d.x, conv.weight.squeeze(0), _round_params(conv.bias, 1)[0],
+                                                  self.weight.squeeze(0), self.bias.squeeze(0),
+                                                  conv.padding, self.eps)
+        kh, kw = conv.weight.shape[-2:]
+        ho, wo = h + 2 * conv.padding[0] - kh + 1, w + 2 * conv.padding[1] - kw + 1
+        self._update_running(mean, var, n * ho * wo)
+        return y
+
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        """Move the running statistics towards a batch's mean and biased variance over ``n``
+        values per (round, channel), as F.batch_norm does (the running variance unbiased)."""
+        with torch.no_grad():
             self.running_mean.lerp_(mean.float(), self.momentum)
             self.running_var.lerp_(var.float() * (n / (n - 1)), self.momentum)
-        return y
 
     def _fused_eval(self, x: torch.Tensor) -> torch.Tensor:
         """The same in evaluation, for inference: the fused kernel round by round in the lanes
@@ -437,8 +469,9 @@ def use_direct_convs(model: nn.Module) -> None:
     most ``DIRECT_MAX_CHANNEL_PRODUCT``) on ``directconv.py``'s kernels: those of more than two
     input channels, and, where a convolution of one network is followed by a fused BatchNorm +
     max-pool + ReLU in a Sequential, that one too (first layers included), the two exchanging
-    maps in the lanes layout. (A first layer whose output goes to PyTorch's operators keeps its
-    im2col path, which was faster with the transposes around the kernel.) Which layers do so
+    maps in the lanes layout, and for one round in training running as one autograd function
+    (the convolution ``defers``). (A first layer whose output goes to PyTorch's operators keeps
+    its im2col path, which was faster with the transposes around the kernel.) Which layers do so
     depends on the model alone, not on how many rounds are stacked."""
     def suits(m: nn.Module) -> bool:
         return (isinstance(m, StackedConv2d) and m.stride == (1, 1) and m.dilation == (1, 1)
@@ -451,7 +484,7 @@ def use_direct_convs(model: nn.Module) -> None:
         if isinstance(seq, nn.Sequential):
             for conv, nxt in itertools.pairwise(seq):
                 if suits(conv) and isinstance(nxt, StackedBatchNorm) and nxt.pool_relu:
-                    conv.direct = conv.lanes = nxt.lanes = True
+                    conv.direct = conv.lanes = conv.defers = nxt.lanes = True
 
 
 def has_fused_layers(model: nn.Module) -> bool:
