@@ -154,8 +154,8 @@ class BNPoolReLU(torch.autograd.Function):
 class ConvBNPoolReLU(torch.autograd.Function):
     """relu(max_pool2d(batch_norm(conv2d(x, conv_weight, conv_bias, padding)), 2)) in training
     mode for one network: ``directconv.py``'s convolution and this module's kernel as one
-    autograd function, the map between them a lanes buffer no other operator sees (one node and
-    no views between them: a convnet step ~5 % faster than with the two functions). Returns what
+    autograd function, the map between them a lanes buffer no other operator sees: one autograd
+    node and no views between them, where two functions cost a step more. Returns what
     ``BNPoolReLU`` does (the output a lanes view); the input gradient is in the layout of ``x``
     (lanes if it was a lanes view). The same kernels in the same order: the same numbers."""
 
