@@ -121,6 +121,19 @@ def test_a_convnet_block_keeps_its_maps_in_the_lanes_layout():
     assert not first.direct and not first.lanes
 
 
+def test_maps_too_small_for_the_fused_kernel_leave_the_pair_to_pytorchs_operators():
+    """A convolution whose output has no 2 x 2 window does not run inside the fused layer: the
+    pair fails as the plain model does, with PyTorch's own message."""
+    seq = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.MaxPool2d(2), nn.ReLU())
+    net = stack_models([seq], [torch.Generator()], fuse=True, direct=True).train()
+    assert next(m for m in net.modules() if isinstance(m, StackedConv2d)).lanes
+    x = torch.randn(2, 4, 3, 3)  # a 1 x 1 output
+    for model in (seq.train(), net):
+        with pytest.raises(RuntimeError, match="Output size is too small"):
+            model(x)
+    assert net(torch.randn(2, 4, 6, 6)).shape == (2, 4, 2, 2)
+
+
 def test_layers_with_many_channels_keep_onednn():
     """Where the direct weight gradient was measured slower (probcmp's 32 -> 32 layers), the
     convolution and its fused layer stay as they were."""

@@ -110,7 +110,7 @@ def conv_backward(xt: torch.Tensor, weight: torch.Tensor, gt: torch.Tensor, geom
 class DirectConv2d(torch.autograd.Function):
     """F.conv2d(x, weight, bias, padding=padding) with stride 1 and no dilation. ``lanes``: the
     output as a view of a lanes buffer (``kernels.lanes_view``), for a next layer that reads
-    them (``fused.BNPoolReLU``); else channels_last. The input gradient is in the layout of the
+    them (``fused.py``'s); else channels_last. The input gradient is in the layout of the
     input: lanes if it was a lanes view."""
 
     @staticmethod

@@ -3,6 +3,7 @@ driver loop that sends tasks to an executor and saves each result the moment it 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -49,6 +50,11 @@ def train_task(config: Config, arm: str, rounds: list[int], checkpoint_dir: str 
     return [t.record for t in trained]
 
 
+def arm_flops(config: Config, arm: str) -> int:
+    """One pair's forward FLOPs through ``arm``'s model (one evaluation pass of it, here)."""
+    return forward_flops(get_model_class(resolve(config, arm)[0])())
+
+
 def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | None = None,
          all_rounds: bool = False) -> list[tuple[str, list[int]]]:
     """Group the (arm, round) pairs still to run into tasks of rounds trained together.
@@ -65,7 +71,7 @@ def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | Non
     for arm in arms:
         rounds = [r for m, r in todo if m == arm]
         model, cfg = resolve(config, arm)
-        cost[arm] = forward_flops(get_model_class(model)()) * cfg.epochs
+        cost[arm] = arm_flops(config, arm) * cfg.epochs
         if cfg.engine == "reference":
             size = 1
         elif rounds_per_task or all_rounds:
@@ -133,11 +139,9 @@ def run_experiment(config: Config, out: str | os.PathLike, executor: str = "seri
         tasks = plan(config, todo, rounds_per_task, all_rounds=bool(gpus))
         epochs = {arm: resolve(config, arm)[1].epochs for arm in config.models}
 
-        def flops(arm):
-            return forward_flops(get_model_class(resolve(config, arm)[0])())
-
         todo_count = {arm: sum(m == arm for m, _ in todo) for arm in config.models}
-        bar = Progress(todo_count, epochs, flops, len(done), len(asked), bar=progress, say=say)
+        bar = Progress(todo_count, epochs, functools.partial(arm_flops, config), len(done), len(asked),
+                       bar=progress, say=say)
         ckpt_dir = str(run.path / "checkpoints") if save_checkpoints else None
         remaining = len(tasks)
         try:

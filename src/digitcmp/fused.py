@@ -49,11 +49,16 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def fits(channels: int, h: int, w: int) -> bool:
+    """Whether the kernel takes maps of this many channels and this size (maps too small for a
+    2 x 2 window go to PyTorch's operators, which refuse them with their own message)."""
+    return channels <= MAX_CHANNELS and min(h, w) >= 2
+
+
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernel can take feature maps like ``x`` (maps too small for a 2 x 2 window go
-    to PyTorch's operators, which refuse them with their own message)."""
+    """Whether the kernel can take feature maps like ``x`` here."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and x.shape[1] <= MAX_CHANNELS and min(x.shape[2:]) >= 2 and library() is not None)
+            and fits(*x.shape[1:]) and library() is not None)
 
 
 def bn_pool_relu_eval(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

@@ -55,8 +55,8 @@ def load(source: str, flags: tuple[str, ...]) -> ctypes.CDLL | None:
 
 def named(name: str) -> contextlib.AbstractContextManager:
     """A profiler range around a kernel call, so that profiles (``benchmarks/profile_step.py``)
-    name it; nothing unless a profiler runs (entering a range costs ~9 us even then, and a step
-    calls a dozen kernels)."""
+    name it; nothing unless a profiler runs (entering a range costs time even when none runs,
+    and a step calls a dozen kernels)."""
     if torch.autograd.profiler._is_profiler_enabled:
         return torch.profiler.record_function(name)
     return contextlib.nullcontext()

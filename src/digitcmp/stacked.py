@@ -51,8 +51,8 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 class DeferredConv(NamedTuple):
-    """What a convolution that defers to the fused layer after it passes on in training: its
-    input and itself (``StackedConv2d.defers``); the fused layer runs the pair as one."""
+    """What a convolution passes on in training to the fused layer after it (``StackedConv2d``
+    with ``lanes``, one round): its input and itself; the fused layer runs the pair as one."""
 
     x: torch.Tensor
     conv: StackedConv2d
@@ -97,8 +97,8 @@ class StackedConv2d(nn.Module):
 
     folded = False
     direct = False  # set by ``use_direct_convs``: directconv.py's kernels where they run ...
-    lanes = False  # ... and output in their lanes layout, for the fused layer next ...
-    defers = False  # ... which, for one round in training, runs this convolution too
+    lanes = False  # ... and output in their lanes layout, for the fused layer next (which,
+    # for one round in training, runs this convolution too: ``DeferredConv``)
 
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
@@ -127,7 +127,7 @@ class StackedConv2d(nn.Module):
         if self.folded:
             return self._grouped(x)
         if self.direct and directconv.supports(x):
-            if self.defers and self.rounds == 1 and self.training and fused.library() is not None:
+            if self.lanes and self.rounds == 1 and self.training and fused.library() is not None:
                 return DeferredConv(x, self)
             return self._direct(x)
         if self.im2col:
@@ -150,6 +150,11 @@ class StackedConv2d(nn.Module):
             return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
         y = F.pad(F.conv2d(x, w, None, self.stride, self.inner_padding, self.dilation), self.ring)
         return y if b is None else y + b.view(-1, 1, 1)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """Height and width of the output for an h x w input."""
+        sizes = zip((h, w), self.padding, self.dilation, self.weight.shape[-2:], self.stride, strict=True)
+        return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in sizes)
 
     def _direct(self, x: torch.Tensor) -> torch.Tensor:
         weights, biases = _round_params(self.weight, self.rounds), _round_params(self.bias, self.rounds)
@@ -221,7 +226,10 @@ class StackedBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor | DeferredConv) -> torch.Tensor:
         if isinstance(x, DeferredConv):
-            return self._fused_with_conv(x)
+            n, _, h, w = x.x.shape
+            if fused.fits(x.conv.weight.shape[1], *x.conv.output_size(h, w)):
+                return self._fused_with_conv(x)
+            x = x.conv._direct(x.x)  # maps the kernel does not take: the convolution apart
         if not self.pool_relu:
             return self._batch_norm(x)
         if self.training and fused.supports(x):
@@ -271,11 +279,10 @@ class StackedBatchNorm(nn.Module):
         autograd function (``fused.ConvBNPoolReLU``), the same kernels and numbers."""
         self.num_batches_tracked += 1
         conv, (n, _, h, w) = d.conv, d.x.shape
-        y, mean, var = fused.ConvBNPoolReLU.apply(d.x, conv.weight.squeeze(0), _round_params(conv.bias, 1)[0],
-                                                  self.weight.squeeze(0), self.bias.squeeze(0),
-                                                  conv.padding, self.eps)
-        kh, kw = conv.weight.shape[-2:]
-        ho, wo = h + 2 * conv.padding[0] - kh + 1, w + 2 * conv.padding[1] - kw + 1
+        (cw,), (cb,) = _round_params(conv.weight, 1), _round_params(conv.bias, 1)
+        (bw,), (bb,) = _round_params(self.weight, 1), _round_params(self.bias, 1)
+        y, mean, var = fused.ConvBNPoolReLU.apply(d.x, cw, cb, bw, bb, conv.padding, self.eps)
+        ho, wo = conv.output_size(h, w)
         self._update_running(mean, var, n * ho * wo)
         return y
 
@@ -331,7 +338,7 @@ class StackedDropout(nn.Module):
 def random_bits(shape: torch.Size, g: torch.Generator) -> torch.Tensor:
     """Independent fair 0/1 values (float) from ``g``: a dropout mask for p = 0.5, every built-in
     model's. Each draw of the generator gives 63 of them, where ``bernoulli_`` draws once per
-    value, which made the masks a tenth of an MLP's training step."""
+    value (README, Speed)."""
     n = shape.numel()
     words = torch.empty((n + 62) // 63, dtype=torch.int64, device=g.device).random_(generator=g)
     bits = (words.unsqueeze(1) >> torch.arange(63, device=g.device)) & 1  # [0, 2^63): 63 bits
@@ -470,7 +477,7 @@ def use_direct_convs(model: nn.Module) -> None:
     input channels, and, where a convolution of one network is followed by a fused BatchNorm +
     max-pool + ReLU in a Sequential, that one too (first layers included), the two exchanging
     maps in the lanes layout, and for one round in training running as one autograd function
-    (the convolution ``defers``). (A first layer whose output goes to PyTorch's operators keeps
+    (``DeferredConv``). (A first layer whose output goes to PyTorch's operators keeps
     its im2col path, which was faster with the transposes around the kernel.) Which layers do so
     depends on the model alone, not on how many rounds are stacked."""
     def suits(m: nn.Module) -> bool:
@@ -484,7 +491,7 @@ def use_direct_convs(model: nn.Module) -> None:
         if isinstance(seq, nn.Sequential):
             for conv, nxt in itertools.pairwise(seq):
                 if suits(conv) and isinstance(nxt, StackedBatchNorm) and nxt.pool_relu:
-                    conv.direct = conv.lanes = conv.defers = nxt.lanes = True
+                    conv.direct = conv.lanes = nxt.lanes = True
 
 
 def has_fused_layers(model: nn.Module) -> bool:
