@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "digitcmp"
 LAYERS = [
     ["errors", "messages", "version", "seeds"],
     ["config", "files", "provenance", "stats"],
-    ["data", "data.idx", "data.sources", "data.pairs", "device", "plugins", "kernels", "fused", "directconv"],
+    ["data", "data.idx", "data.sources", "data.pairs", "device", "plugins", "kernels", "fused", "directconv",
+     "adam"],
     ["models", "models.registry", "models.study", "models.probcmp", "models.layers"],
     ["stacked", "train", "checkpoint", "study", "tables"],
     ["rundir", "executors", "progress", "predict", "plots", "ablation", "sweep"],

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import directconv, fused
+from .adam import Adam
 from .config import Config, aux_weight_for, lr_for
 from .data.pairs import Pairs, RoundData, round_data
 from .data.sources import Source, load_source
@@ -83,11 +84,11 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
 
     Slot s draws its epoch pairs from ``gens[s]``. A non-finite loss or weight stops training
     with a TrainingError naming the slot (``names[s]``) and the epoch. ``fused``: Adam's fused
-    kernel, one pass over all weights instead of a few small ops per tensor (the reference
-    engine keeps the plain one).
+    kernel, one pass over all weights instead of a few small ops per tensor, stepped by
+    ``adam.Adam`` (the reference engine keeps the plain one).
     """
     slots, n, bs = len(trains), len(trains[0]), config.batch_size
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused or None)
+    opt = Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused or None)
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=config.epochs * math.ceil(n / bs))
              if recipe.one_cycle else None)
     params = list(net.parameters())

@@ -1,0 +1,83 @@
+import pytest
+import torch
+from torch import nn
+
+from digitcmp.adam import Adam
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(7, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+
+
+def _train(cls, steps: int = 12, schedule: bool = False, unused: bool = False, **options) -> nn.Module:
+    """``steps`` Adam steps of a small network on fixed random batches."""
+    net = _net()
+    extra = nn.Linear(2, 2) if unused else None  # a parameter that never gets a gradient
+    params = list(net.parameters()) + (list(extra.parameters()) if unused else [])
+    opt = cls(params, lr=1e-2, **options)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=steps) if schedule else None
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, y = torch.randn(16, 7, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        if sched is not None:  # changes the learning rate and beta1 at every step
+            sched.step()
+    return net
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("options", [{"fused": True}, {"fused": True, "weight_decay": 1e-3},
+                                     {"fused": None}, {"fused": True, "amsgrad": True}])
+def test_steps_as_torch_adam_to_the_bit(options):
+    assert _same(_train(Adam, **options), _train(torch.optim.Adam, **options))
+
+
+def test_follows_a_scheduler_to_the_bit():
+    assert _same(_train(Adam, schedule=True, fused=True), _train(torch.optim.Adam, schedule=True, fused=True))
+
+
+def test_a_parameter_without_gradient_is_left_alone_as_by_torch_adam():
+    assert _same(_train(Adam, unused=True, fused=True), _train(torch.optim.Adam, unused=True, fused=True))
+
+
+def test_the_short_path_is_taken_once_every_parameter_has_state():
+    net = _net()
+    opt = Adam(net.parameters(), lr=1e-2, fused=True)
+    x = torch.randn(8, 7)
+    for _ in range(2):
+        opt.zero_grad()
+        net(x).sum().backward()
+        opt.step()
+    assert opt._lists is not None  # the state tensors the short path steps
+    assert opt._lists[2][0] is opt.state[next(net.parameters())]["step"]
+    assert float(opt._lists[2][0]) == 2
+
+
+def _resumed(cls) -> nn.Module:
+    """A network stepped on after its state and its optimiser's were loaded from another's."""
+    a, b = _net(0), _net(1)
+    opt_a, opt_b = cls(a.parameters(), lr=1e-2, fused=True), cls(b.parameters(), lr=1e-2, fused=True)
+    x = torch.randn(8, 7, generator=torch.Generator().manual_seed(3))
+    for net, opt in ((a, opt_a), (b, opt_b)):
+        for _ in range(3):
+            opt.zero_grad()
+            net(x).sum().backward()
+            opt.step()
+    opt_b.load_state_dict(opt_a.state_dict())
+    b.load_state_dict(a.state_dict())
+    for _ in range(2):
+        opt_b.zero_grad()
+        b(x).sum().backward()
+        opt_b.step()
+    assert float(opt_b.state[next(b.parameters())]["step"]) == 5
+    return b
+
+
+def test_loading_a_state_steps_from_the_loaded_state():
+    assert _same(_resumed(Adam), _resumed(torch.optim.Adam))
