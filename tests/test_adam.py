@@ -29,7 +29,8 @@ def _train(cls, steps: int = 12, schedule: bool = False, unused: bool = False, *
 
 
 def _same(a: nn.Module, b: nn.Module) -> bool:
-    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(p, q) for p, q in pairs)
 
 
 @pytest.mark.parametrize("options", [{"fused": True}, {"fused": True, "weight_decay": 1e-3},
