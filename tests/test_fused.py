@@ -134,7 +134,8 @@ def test_the_engine_uses_the_kernel_only_where_it_was_measured_faster(kernel):
 
 
 @pytest.mark.parametrize("lanes_in", [False, True])
-def test_a_convolution_and_the_fused_layer_as_one_function_give_the_same_bits(kernel, lanes_in):
+@pytest.mark.parametrize("n", [13, 45])  # 45: lanes in several blocks of the forward kernel
+def test_a_convolution_and_the_fused_layer_as_one_function_give_the_same_bits(kernel, lanes_in, n):
     """fused.ConvBNPoolReLU (what the stacked engine runs for a convnet block of one round in
     training) against directconv.DirectConv2d then BNPoolReLU in the lanes layout: the same
     kernels in the same order, so the same output, statistics and gradients, to the bit; the
@@ -142,7 +143,7 @@ def test_a_convolution_and_the_fused_layer_as_one_function_give_the_same_bits(ke
     if directconv.library() is None:
         pytest.skip("no direct convolution kernels here")
     torch.manual_seed(0)
-    n, c, oc = 13, 3, 8
+    c, oc = 3, 8
     x = torch.randn(n, c, 9, 9)
     if lanes_in:
         x = lanes_view(directconv.to_lanes(x, padded_lanes(n)), n)
