@@ -75,8 +75,8 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     xt = to_lanes(x, np_)
     y = (x.new_empty(ho, wo, oc, np_) if lanes
          else torch.empty(n, oc, ho, wo, memory_format=torch.channels_last))
-    b = bias.detach().contiguous() if bias is not None else x.new_zeros(oc)
-    wt = weight.detach().permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
+    b = bias.contiguous() if bias is not None else x.new_zeros(oc)
+    wt = weight.permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
     with named("digitcmp::conv_forward"):
         library().conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw,
                                ho, wo, lanes)
@@ -95,7 +95,7 @@ def conv_backward(xt: torch.Tensor, weight: torch.Tensor, gt: torch.Tensor, geom
     if input_grad:
         dx = (xt.new_empty(h, w, c, np_) if lanes_in
               else torch.empty(n, c, h, w, memory_format=torch.channels_last))
-        wt = weight.detach().permute(2, 3, 0, 1).contiguous()  # KH x KW x OC x C
+        wt = weight.permute(2, 3, 0, 1).contiguous()  # KH x KW x OC x C
         with named("digitcmp::conv_backward_input"):
             library().conv_backward_input(ptr(gt), ptr(wt), ptr(dx), n, np_, h, w, c, oc, kh, kw, ph,
                                           pw, ho, wo, lanes_in)

@@ -116,7 +116,7 @@ class BNPoolReLU(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rounds: int,
                 eps: float, lanes: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
-        weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
+        weight, bias = weight.contiguous(), bias.contiguous()
         ctx.rounds, ctx.eps, ctx.lanes, ctx.shape = rounds, eps, lanes, (b, c, h, w)
         if lanes:
             x = to_lanes(x, padded_lanes(b))
@@ -171,7 +171,7 @@ class ConvBNPoolReLU(torch.autograd.Function):
         n = x.shape[0]
         ctx.lanes_in = lanes_of(x) is not None
         xt, y, ctx.geometry = directconv.conv_forward(x, conv_weight, conv_bias, padding, lanes=True)
-        weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
+        weight, bias = weight.contiguous(), bias.contiguous()
         out, which, xhat, mean, var = _forward_lanes(y, n, weight, bias, eps)
         ctx.save_for_backward(xt, conv_weight, y, out, which, xhat, weight, mean, var)
         ctx.eps, ctx.has_bias = eps, conv_bias is not None

@@ -62,9 +62,10 @@ def named(name: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    """``t``'s data, for a kernel's pointer argument."""
-    return ctypes.c_void_p(t.data_ptr())
+def ptr(t: torch.Tensor) -> int:
+    """``t``'s data, for a kernel's pointer argument (declared ``c_void_p``, which takes the
+    address as an int)."""
+    return t.data_ptr()
 
 
 # The lanes layout (directconv.c, fused.c): a map of N images is an H x W x C x Np buffer with
