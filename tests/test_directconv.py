@@ -50,6 +50,23 @@ def test_forward_and_gradients_are_pytorchs(n, c, h, w, oc, k, p, bias):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("n, c, h, w", [(100, 2, 14, 14), (200, 20, 5, 5), (45, 3, 9, 7), (16, 16, 4, 4),
+                                        (5, 1, 2, 3), (1, 4, 1, 1)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_maps_go_to_the_lanes_layout_from_any_layout(n, c, h, w, layout):
+    """to_lanes: the same H x W x C x Np buffer, padding lanes zero, from an NCHW map (C planes
+    per image), a channels_last one and a strided one; blocks of 16 and the rest, both sides."""
+    x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(n))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(n, c, h, 2 * w)[..., ::2].copy_(x)
+    np_ = -(-n // 16) * 16 + 16  # a whole vector of padding lanes too
+    want = torch.zeros(h, w, c, np_)
+    want[..., :n] = x.permute(2, 3, 1, 0)
+    assert torch.equal(directconv.to_lanes(x, np_), want)
+
+
 def test_the_input_gradient_is_skipped_where_nobody_needs_it():
     x, wt = torch.randn(4, 1, 6, 6), torch.randn(3, 1, 3, 3, requires_grad=True)
     y = directconv.DirectConv2d.apply(x, wt, None, (1, 1))

@@ -260,19 +260,33 @@ void conv_backward_weight(const float *x, const float *dy, float *dw, float *db,
   free(dwv), free(dbv), free(xo), free(go), free(beg), free(xpad);
 }
 
-/* An N x M matrix (an image per row: N x H x W x C) to M x Np lanes, the lanes past N zero;
- * in 16 x 16 blocks through a buffer, so that both sides move whole cache lines. */
-void to_lanes(const float *restrict src, float *restrict dst, int N, long M, int Np) {
-  float buf[16][16];
-  for (long m0 = 0; m0 < M; m0 += 16) {
-    int mb = M - m0 < 16 ? (int)(M - m0) : 16;
-    for (int n0 = 0; n0 < Np; n0 += 16) {
-      int nb = N - n0 < 16 ? (N - n0 > 0 ? N - n0 : 0) : 16;
-      if (nb < 16) memset(buf, 0, sizeof buf);
-      for (int i = 0; i < nb; i++) memcpy(buf[i], src + (n0 + i) * M + m0, mb * sizeof(float));
-      int lanes = Np - n0 < 16 ? Np - n0 : 16;
-      for (int j = 0; j < mb; j++)
-        for (int i = 0; i < lanes; i++) dst[(m0 + j) * Np + n0 + i] = buf[i][j];
+/* d[i][j] = s[j][i] for a 16 x 16 block (rows ls and ld floats apart): with literal sizes the
+ * compiler turns it into vector shuffles, where a general loop moves a float at a time. */
+static void block16(const float *restrict s, long ls, float *restrict d, long ld) {
+  for (int i = 0; i < 16; i++)
+    for (int j = 0; j < 16; j++) d[i * ld + j] = s[j * ls + i];
+}
+
+/* d[i][j] = s[j][i] for i < ni, j < nj: in 16 x 16 blocks, the last block of a side moved back
+ * to end at its end (it moves some values twice) where the side has 16 or more. */
+static void transpose(const float *s, long ls, float *d, long ld, long ni, long nj) {
+  for (long i0 = 0; i0 < ni; i0 += 16)
+    for (long j0 = 0; j0 < nj; j0 += 16) {
+      long i1 = i0 + 16 > ni && ni >= 16 ? ni - 16 : i0, j1 = j0 + 16 > nj && nj >= 16 ? nj - 16 : j0;
+      if (i1 + 16 <= ni && j1 + 16 <= nj) {
+        block16(s + j1 * ls + i1, ls, d + i1 * ld + j1, ld);
+        continue;
+      }
+      for (long i = i0; i < ni && i < i0 + 16; i++)
+        for (long j = j0; j < nj && j < j0 + 16; j++) d[i * ld + j] = s[j * ls + i];
     }
-  }
+}
+
+/* N images to the lanes layout: each image C planes of P floats, one image after another (an
+ * N x C x H x W map with P = H x W, or, as one plane of P = H x W x C, an N x H x W x C one), to
+ * P x C x Np lanes, the lanes past N zero. */
+void to_lanes(const float *restrict src, float *restrict dst, int N, long P, int C, int Np) {
+  for (int c = 0; c < C; c++) transpose(src + (long)c * P, (long)C * P, dst + (long)c * Np, (long)C * Np, P, N);
+  if (N < Np)
+    for (long r = 0; r < P * C; r++) memset(dst + r * Np + N, 0, (Np - N) * sizeof(float));
 }

@@ -41,7 +41,7 @@ def library() -> ctypes.CDLL | None:
     lib.conv_forward.argtypes = [p, p, p, p, i, *shape, i]
     lib.conv_backward_input.argtypes = [p, p, p, i, *shape, i]
     lib.conv_backward_weight.argtypes = [p, p, p, p, *shape]
-    lib.to_lanes.argtypes = [p, p, i, n, i]
+    lib.to_lanes.argtypes = [p, p, i, n, i, i]
     return lib
 
 
@@ -52,14 +52,18 @@ def supports(x: torch.Tensor) -> bool:
 
 def to_lanes(x: torch.Tensor, np_: int) -> torch.Tensor:
     """The H x W x C x ``np_`` buffer of N x C x H x W maps: the one ``x`` views if it is such a
-    view, else a transposed copy."""
+    view, else a transposed copy (in one pass from a contiguous or a channels_last map)."""
     buf = lanes_of(x)
     if buf is not None and buf.shape[3] == np_:
         return buf
     n, c, h, w = x.shape
-    x = x.contiguous(memory_format=torch.channels_last)
+    if x.is_contiguous():  # each image C planes of H x W
+        planes, pixels = c, h * w
+    else:  # each image one plane of H x W x C
+        x = x.contiguous(memory_format=torch.channels_last)
+        planes, pixels = 1, h * w * c
     out = x.new_empty(h, w, c, np_)
-    library().to_lanes(ptr(x), ptr(out), n, h * w * c, np_)
+    library().to_lanes(ptr(x), ptr(out), n, pixels, planes, np_)
     return out
 
 
