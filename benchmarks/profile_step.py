@@ -21,6 +21,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from digitcmp.adam import Adam
 from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.models import get_model_class
@@ -59,8 +60,8 @@ def main() -> None:
     net = (stack_models(models, [generator(0, r, "dropout") for r in range(slots)],
                         fuse=fuses(config, torch.device("cpu")),
                         direct=direct_convs(config, torch.device("cpu"))) if stacked else models[0]).train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr_for(config, cls), weight_decay=config.weight_decay,
-                           fused=stacked or None)  # as train.fit: the fused kernel for the stacked engine
+    opt = Adam(net.parameters(), lr=lr_for(config, cls), weight_decay=config.weight_decay,
+               fused=stacked or None)  # as train.fit: the fused kernel for the stacked engine
     aux = aux_weight_for(config, cls)
 
     def step() -> None:

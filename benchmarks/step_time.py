@@ -29,6 +29,7 @@ import time
 import torch
 
 from digitcmp import directconv
+from digitcmp.adam import Adam
 from digitcmp.config import Config, aux_weight_for, lr_for
 from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.device import resolve_device
@@ -92,8 +93,7 @@ def main() -> None:
 
         def variant(net, slots, fused, datas=datas, lr=lr):
             net = net.to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay,
-                                   fused=fused or None)
+            opt = Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused or None)
             batch = Pairs.cat([d.train[:config.batch_size] for d in datas[:slots]]).to(device)
             return net.train(), opt, batch, slots
 
