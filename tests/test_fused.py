@@ -165,3 +165,36 @@ def test_a_convolution_and_the_fused_layer_as_one_function_give_the_same_bits(ke
         runs.append([out, mean, var, *grads])
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+def test_pairs_max_pool_as_pytorch_does_to_the_bit(kernel):
+    """PairMax against F.max_pool1d(x, 2): values and gradients, ties (the first wins), NaN,
+    -inf, and PyTorch's operator for a length it does not take."""
+    x = torch.randn(50, 1, 160, generator=torch.Generator().manual_seed(0))
+    x[0, 0, :8] = torch.tensor([1.0, 1.0, float("nan"), 2.0, 3.0, float("nan"), float("-inf"), float("-inf")])
+    x[1, 0, :4] = torch.tensor([float("nan"), float("nan"), 0.0, -0.0])
+    g = torch.randn(50, 1, 80, generator=torch.Generator().manual_seed(1))
+    runs = []
+    for pool in (lambda z: F.max_pool1d(z, 2), fused.PairMax.apply):
+        xs = x.clone().requires_grad_()
+        out = pool(xs)
+        runs.append((out, torch.autograd.grad(out, xs, g)[0]))
+    (want, want_grad), (got, got_grad) = runs
+    assert torch.equal(got.nan_to_num(), want.nan_to_num()) and torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got_grad, want_grad)
+    assert fused.pairs_supported(x) and not fused.pairs_supported(torch.randn(4, 1, 7))
+
+
+def test_the_engine_pools_the_mlps_pairs_by_the_kernel(kernel):
+    from digitcmp.models import MODELS
+    from digitcmp.stacked import PairMaxPool1d, stack_models
+
+    models = [MODELS["baseline"]() for _ in range(2)]
+    gens = [torch.Generator().manual_seed(r) for r in range(2)]
+    pools = [type(m) for m in stack_models(models, gens, fuse=True).modules() if isinstance(m, nn.MaxPool1d)]
+    assert pools == [PairMaxPool1d, PairMaxPool1d]
+    assert all(type(m) is nn.MaxPool1d for m in stack_models(models, gens).modules()
+               if isinstance(m, nn.MaxPool1d))
+    layer = PairMaxPool1d()
+    odd = torch.randn(3, 1, 9)  # PyTorch's operator: drops the last value
+    assert torch.equal(layer(odd), F.max_pool1d(odd, 2))

@@ -315,3 +315,25 @@ void bn_pool_relu_eval_lanes(const float *restrict y, int N, int Np, int H, int 
         for (int n = N; n < Np; n++) op[n] = 0;
       }
 }
+
+/* MaxPool1d(2) along rows (the MLP's pooling of neighbouring features): out[i] = the larger of
+ * x[2i] and x[2i + 1], the first where they tie, a NaN where there is one (the later one if
+ * both), as PyTorch's max-pool picks; which[i] = 1 where x[2i + 1] won. PyTorch's max-pool
+ * with indices takes a map of one channel for a channels_last one and runs it a value at a time. */
+void pair_max_forward(const float *restrict x, long n, float *restrict out, unsigned char *restrict which) {
+  for (long i = 0; i < n; i++) {
+    float a = x[2 * i], b = x[2 * i + 1];
+    int t = b > a || b != b;
+    out[i] = t ? b : a;
+    which[i] = (unsigned char)t;
+  }
+}
+
+/* Its gradient: g[i] to the winner of pair i, zero to the other. */
+void pair_max_backward(const float *restrict g, const unsigned char *restrict which, long n,
+                       float *restrict dx) {
+  for (long i = 0; i < n; i++) {
+    dx[2 * i] = which[i] ? 0 : g[i];
+    dx[2 * i + 1] = which[i] ? g[i] : 0;
+  }
+}

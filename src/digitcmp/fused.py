@@ -46,6 +46,8 @@ def library() -> ctypes.CDLL | None:
     lib.bn_pool_relu_forward_lanes.argtypes = [p, i, i, i, i, i, p, p, f, p, p, p, p, p]
     lib.bn_pool_relu_backward_lanes.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
     lib.bn_pool_relu_eval_lanes.argtypes = [p, i, i, i, i, i, p, p, p, p, f, p]
+    lib.pair_max_forward.argtypes = [p, ctypes.c_long, p, p]
+    lib.pair_max_backward.argtypes = [p, p, ctypes.c_long, p]
     return lib
 
 
@@ -187,3 +189,33 @@ class ConvBNPoolReLU(torch.autograd.Function):
         dx, dw, db = directconv.conv_backward(xt, conv_weight, dy, ctx.geometry,
                                               ctx.needs_input_grad[0], ctx.lanes_in)
         return dx, dw, db if ctx.has_bias else None, dweight, dbias, None, None
+
+
+def pairs_supported(x: torch.Tensor) -> bool:
+    """Whether ``PairMax`` takes ``x``: float32 on the CPU, an even last dimension, a kernel."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() >= 1
+            and x.shape[-1] % 2 == 0 and library() is not None)
+
+
+class PairMax(torch.autograd.Function):
+    """max_pool1d(x, 2) along the last dimension of ``x`` (the maximum of each pair of
+    neighbours, the first where they tie), by ``fused.c``'s pair kernels: the same values and
+    gradients as PyTorch's max-pool, which, given the MLP's N x 1 x L maps, runs a value at a
+    time (README, Speed)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        out = x.new_empty(*x.shape[:-1], x.shape[-1] // 2)
+        which = torch.empty(out.shape, dtype=torch.uint8)
+        library().pair_max_forward(ptr(x), out.numel(), ptr(out), ptr(which))
+        ctx.save_for_backward(which)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        (which,) = ctx.saved_tensors
+        g = grad_out.contiguous()
+        dx = g.new_empty(*g.shape[:-1], 2 * g.shape[-1])
+        library().pair_max_backward(ptr(g), ptr(which), g.numel(), ptr(dx))
+        return dx

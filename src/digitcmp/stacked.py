@@ -383,6 +383,7 @@ def stack_models(models: list[nn.Module], dropout_generators: list[torch.Generat
             m.folded = folded
     if fuse:
         fuse_pool_relu(slots)
+        pair_max_pools(slots)
     if direct:
         use_direct_convs(slots)
     return slots
@@ -463,6 +464,29 @@ def fuse_pool_relu(model: nn.Module) -> None:
                         and type(pool) is nn.MaxPool2d and _is_2x2(pool) and type(relu) is nn.ReLU):
                     bn.pool_relu = True
                     seq[i + 1], seq[i + 2] = nn.Identity(), nn.Identity()
+
+
+class PairMaxPool1d(nn.MaxPool1d):
+    """MaxPool1d(2) by ``fused.PairMax`` where it takes the input (float32 on a CPU with the
+    kernel, an even length), else as before: the same values and gradients."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused.PairMax.apply(x) if fused.pairs_supported(x) else super().forward(x)
+
+
+def pair_max_pools(model: nn.Module) -> None:
+    """Make each MaxPool1d(2) of ``model`` (the MLP's) a ``PairMaxPool1d``."""
+    def is_pair_pool(m: nn.Module) -> bool:
+        sizes = [v if isinstance(v, tuple) else (v,) for v in (m.kernel_size, m.stride, m.padding, m.dilation)]
+        return sizes == [(2,), (2,), (0,), (1,)] and not m.ceil_mode and not m.return_indices
+
+    found = [(parent, name) for parent in model.modules() for name, m in parent.named_children()
+             if type(m) is nn.MaxPool1d and is_pair_pool(m)]
+    for parent, name in found:
+        setattr(parent, name, PairMaxPool1d())
 
 
 # The direct kernels' weight gradient re-reads the maps once per block of channels: beyond about
