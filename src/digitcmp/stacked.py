@@ -480,7 +480,8 @@ class PairMaxPool1d(nn.MaxPool1d):
 def pair_max_pools(model: nn.Module) -> None:
     """Make each MaxPool1d(2) of ``model`` (the MLP's) a ``PairMaxPool1d``."""
     def is_pair_pool(m: nn.Module) -> bool:
-        sizes = [v if isinstance(v, tuple) else (v,) for v in (m.kernel_size, m.stride, m.padding, m.dilation)]
+        sizes = [v if isinstance(v, tuple) else (v,)
+                 for v in (m.kernel_size, m.stride, m.padding, m.dilation)]
         return sizes == [(2,), (2,), (0,), (1,)] and not m.ceil_mode and not m.return_indices
 
     found = [(parent, name) for parent in model.modules() for name, m in parent.named_children()
