@@ -35,12 +35,14 @@ class Adam(torch.optim.Adam):
             self._lists = tuple([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
         exp_avgs, exp_avg_sqs, steps = self._lists
         beta1, beta2 = group["betas"]
-        # What torch.optim.adam._fused_adam does for tensors on one device, one dtype.
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                           lr=group["lr"], beta1=beta1, beta2=beta2,
-                           weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                           grad_scale=None, found_inf=None)
+        # What torch.optim.adam._fused_adam does for tensors on one device, one dtype (without
+        # autograd, as Adam's step runs).
+        with torch.no_grad():
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
+                               lr=group["lr"], beta1=beta1, beta2=beta2,
+                               weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                               grad_scale=None, found_inf=None)
         return None
 
     def _short_path(self) -> bool:
