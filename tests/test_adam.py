@@ -47,7 +47,7 @@ def test_a_parameter_without_gradient_is_left_alone_as_by_torch_adam():
     assert _same(_train(Adam, unused=True, fused=True), _train(torch.optim.Adam, unused=True, fused=True))
 
 
-def test_the_short_path_is_taken_once_every_parameter_has_state():
+def test_the_short_path_steps_adams_own_state():
     net = _net()
     opt = Adam(net.parameters(), lr=1e-2, fused=True)
     x = torch.randn(8, 7)
@@ -55,9 +55,31 @@ def test_the_short_path_is_taken_once_every_parameter_has_state():
         opt.zero_grad()
         net(x).sum().backward()
         opt.step()
-    assert opt._lists is not None  # the state tensors the short path steps
-    assert opt._lists[2][0] is opt.state[next(net.parameters())]["step"]
-    assert float(opt._lists[2][0]) == 2
+    assert opt._lists is not None  # the state tensors the short path steps, made by it
+    assert opt._lists[3][0] is opt.state[next(net.parameters())]["step"]
+    assert float(opt._lists[3][0]) == 2
+
+
+@pytest.mark.parametrize("size", [20, 2, 64, (5, 7)])
+def test_slots_step_as_each_would_alone(size):
+    """per_slot: a parameter stacking 3 slots along its first dimension, each slot's values
+    after many steps equal to the bit those of the slot stepped alone (a slot of 20 or 2 values
+    falls partly in the kernel's vector loop and partly in its scalar tail when stacked)."""
+    size = size if isinstance(size, tuple) else (size,)
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(3, *size, generator=g)
+    grads = [torch.randn(3, *size, generator=g) * 1e-2 for _ in range(300)]
+    stacked = nn.Parameter(start.clone())
+    alone = [nn.Parameter(start[s:s + 1].clone()) for s in range(3)]
+    opts = [Adam([stacked], lr=1e-2, weight_decay=1e-3, fused=True, per_slot=True)]
+    opts += [torch.optim.Adam([p], lr=1e-2, weight_decay=1e-3, fused=True) for p in alone]
+    for grad in grads:
+        stacked.grad = grad.clone()
+        for s, p in enumerate(alone):
+            p.grad = grad[s:s + 1].clone()
+        for opt in opts:
+            opt.step()
+    assert all(torch.equal(stacked.data[s:s + 1], alone[s].data) for s in range(3))
 
 
 def _resumed(cls) -> nn.Module:

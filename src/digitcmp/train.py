@@ -83,12 +83,14 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
     (dropout on, batch statistics: ``running_train_error``).
 
     Slot s draws its epoch pairs from ``gens[s]``. A non-finite loss or weight stops training
-    with a TrainingError naming the slot (``names[s]``) and the epoch. ``fused``: Adam's fused
-    kernel, one pass over all weights instead of a few small ops per tensor, stepped by
-    ``adam.Adam`` (the reference engine keeps the plain one).
+    with a TrainingError naming the slot (``names[s]``) and the epoch. ``fused`` (the stacked
+    engine's): Adam's fused kernel, one pass over all weights instead of a few small ops per
+    tensor, stepped by ``adam.Adam`` slot by slot, so that a slot's update does not depend on
+    its stack mates (the reference engine keeps the plain Adam).
     """
     slots, n, bs = len(trains), len(trains[0]), config.batch_size
-    opt = Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused or None)
+    opt = Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused or None,
+               per_slot=fused)
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=config.epochs * math.ceil(n / bs))
              if recipe.one_cycle else None)
     params = list(net.parameters())
