@@ -50,12 +50,29 @@ from .models.registry import PairModel
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
+class RoundMaps(NamedTuple):
+    """The feature maps of R > 1 rounds as a fused layer hands them to the layer after it (a
+    convolution on the direct kernels, or a flatten): each round's lanes view, where one
+    tensor of all rounds would cost a copy into it and one out of it per round."""
+
+    maps: tuple[torch.Tensor, ...]
+
+
 class DeferredConv(NamedTuple):
     """What a convolution passes on in training to the fused layer after it (``StackedConv2d``
-    with ``lanes``, one round): its input and itself; the fused layer runs the pair as one."""
+    with ``lanes``): its input and itself; the fused layer runs the pair as one, round by
+    round."""
 
-    x: torch.Tensor
+    x: torch.Tensor | RoundMaps
     conv: StackedConv2d
+
+
+def _rounds_of(x: torch.Tensor | RoundMaps, rounds: int) -> list[torch.Tensor]:
+    """Each round's rows of ``x``; one round's without a chunk, whose backward would copy the
+    whole gradient."""
+    if isinstance(x, RoundMaps):
+        return list(x.maps)
+    return x.chunk(rounds) if rounds > 1 else [x]
 
 
 def _round_params(t: torch.Tensor | None, rounds: int) -> list[torch.Tensor | None]:
@@ -123,11 +140,13 @@ class StackedConv2d(nn.Module):
         self.bias = (nn.Parameter(torch.stack([m.bias.detach() for m in layers]))
                      if c.bias is not None else None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | DeferredConv:
+    def forward(self, x: torch.Tensor | RoundMaps) -> torch.Tensor | DeferredConv:
+        if isinstance(x, RoundMaps):  # from a fused layer, which hands them only to a lanes layer
+            return DeferredConv(x, self) if self.training else self._direct(x)
         if self.folded:
             return self._grouped(x)
         if self.direct and directconv.supports(x):
-            if self.lanes and self.rounds == 1 and self.training and fused.library() is not None:
+            if self.lanes and self.training and fused.library() is not None:
                 return DeferredConv(x, self)
             return self._direct(x)
         if self.im2col:
@@ -156,14 +175,15 @@ class StackedConv2d(nn.Module):
         sizes = zip((h, w), self.padding, self.dilation, self.weight.shape[-2:], self.stride, strict=True)
         return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in sizes)
 
-    def _direct(self, x: torch.Tensor) -> torch.Tensor:
+    def _direct(self, x: torch.Tensor | RoundMaps) -> torch.Tensor | RoundMaps:
         weights, biases = _round_params(self.weight, self.rounds), _round_params(self.bias, self.rounds)
+        # Lanes out where the next layer reads them: in training, and in inference.
+        lanes = self.lanes and (self.training or not torch.is_grad_enabled())
         if self.rounds == 1:
-            # Lanes out where the next layer reads them: in training, and in inference.
-            lanes = self.lanes and (self.training or not torch.is_grad_enabled())
             return directconv.DirectConv2d.apply(x, weights[0], biases[0], self.padding, lanes)
-        parts = zip(x.chunk(self.rounds), weights, biases, strict=True)
-        return torch.cat([directconv.DirectConv2d.apply(xr, w, b, self.padding) for xr, w, b in parts])
+        parts = zip(_rounds_of(x, self.rounds), weights, biases, strict=True)
+        ys = [directconv.DirectConv2d.apply(xr, w, b, self.padding, lanes) for xr, w, b in parts]
+        return RoundMaps(tuple(ys)) if lanes else torch.cat(ys)
 
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         r = self.rounds
@@ -211,6 +231,7 @@ class StackedBatchNorm(nn.Module):
     folded = False
     pool_relu = False
     lanes = False  # set by ``use_direct_convs``: the fused kernel in directconv.py's lanes layout
+    hands_maps = False  # ... and, for R > 1 rounds, the next layer takes them as ``RoundMaps``
 
     def __init__(self, layers: list[nn.modules.batchnorm._BatchNorm]):
         super().__init__()
@@ -224,12 +245,16 @@ class StackedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.stack([m.running_var for m in layers]).flatten())
         self.register_buffer("num_batches_tracked", layers[0].num_batches_tracked.clone())
 
-    def forward(self, x: torch.Tensor | DeferredConv) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | DeferredConv | RoundMaps) -> torch.Tensor | RoundMaps:
         if isinstance(x, DeferredConv):
-            n, _, h, w = x.x.shape
+            h, w = _rounds_of(x.x, self.rounds)[0].shape[2:]
             if fused.fits(x.conv.weight.shape[1], *x.conv.output_size(h, w)):
                 return self._fused_with_conv(x)
             x = x.conv._direct(x.x)  # maps the kernel does not take: the convolution apart
+            if isinstance(x, RoundMaps):
+                x = torch.cat(x.maps)
+        if isinstance(x, RoundMaps):  # a lanes convolution's in inference
+            return self._fused_eval(x)
         if not self.pool_relu:
             return self._batch_norm(x)
         if self.training and fused.supports(x):
@@ -251,7 +276,7 @@ class StackedBatchNorm(nn.Module):
         # Feature maps: the same permute would be a strided 5-d copy, slow on a CPU, so each
         # round's contiguous slice gets its own call instead; the running statistics are
         # updated in place through views of the stacked buffers.
-        xs = self._per_round(x)
+        xs = _rounds_of(x, r)
         ys = [F.batch_norm(xr, m, v, w, b, self.training, self.momentum, self.eps)
               for xr, m, v, w, b in zip(xs, self.running_mean.view(r, -1).unbind(),
                                         self.running_var.view(r, -1).unbind(), _round_params(self.weight, r),
@@ -266,7 +291,7 @@ class StackedBatchNorm(nn.Module):
         self.num_batches_tracked += 1
         if self.lanes:
             outs = [fused.BNPoolReLU.apply(xr, w, b, 1, self.eps, True) for xr, w, b
-                    in zip(self._per_round(x), _round_params(self.weight, self.rounds),
+                    in zip(_rounds_of(x, self.rounds), _round_params(self.weight, self.rounds),
                            _round_params(self.bias, self.rounds), strict=True)]
             y, mean, var = outs[0] if self.rounds == 1 else (torch.cat(t) for t in zip(*outs, strict=True))
         else:
@@ -274,17 +299,28 @@ class StackedBatchNorm(nn.Module):
         self._update_running(mean, var, x.numel() // x.shape[1] // self.rounds)
         return y
 
-    def _fused_with_conv(self, d: DeferredConv) -> torch.Tensor:
-        """The same after the convolution ``d.conv`` on ``d.x``, for one round: both as one
+    def _fused_with_conv(self, d: DeferredConv) -> torch.Tensor | RoundMaps:
+        """The same after the convolution ``d.conv`` on ``d.x``, round by round: both as one
         autograd function (``fused.ConvBNPoolReLU``), the same kernels and numbers."""
         self.num_batches_tracked += 1
-        conv, (n, _, h, w) = d.conv, d.x.shape
-        (cw,), (cb,) = _round_params(conv.weight, 1), _round_params(conv.bias, 1)
-        (bw,), (bb,) = _round_params(self.weight, 1), _round_params(self.bias, 1)
-        y, mean, var = fused.ConvBNPoolReLU.apply(d.x, cw, cb, bw, bb, conv.padding, self.eps)
+        r, conv = self.rounds, d.conv
+        parts = zip(_rounds_of(d.x, r), _round_params(conv.weight, r), _round_params(conv.bias, r),
+                    _round_params(self.weight, r), _round_params(self.bias, r), strict=True)
+        outs = [fused.ConvBNPoolReLU.apply(xr, cw, cb, bw, bb, conv.padding, self.eps)
+                for xr, cw, cb, bw, bb in parts]
+        n, _, h, w = _rounds_of(d.x, r)[0].shape
         ho, wo = conv.output_size(h, w)
-        self._update_running(mean, var, n * ho * wo)
-        return y
+        ys, means, variances = zip(*outs, strict=True)
+        self._update_running(torch.cat(means), torch.cat(variances), n * ho * wo)
+        return self._handed(ys)
+
+    def _handed(self, ys: tuple[torch.Tensor, ...]) -> torch.Tensor | RoundMaps:
+        """The rounds' outputs (lanes views) as the next layer takes them: the one round's
+        view, the rounds' views where the next layer takes them apart (``hands_maps``), else
+        one tensor."""
+        if len(ys) == 1:
+            return ys[0]
+        return RoundMaps(tuple(ys)) if self.hands_maps else torch.cat(ys)
 
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
         """Move the running statistics towards a batch's mean and biased variance over ``n``
@@ -297,15 +333,10 @@ class StackedBatchNorm(nn.Module):
         """The same in evaluation, for inference: the fused kernel round by round in the lanes
         layout (running statistics; ``lanes`` layers only, like their training)."""
         r = self.rounds
-        stats = zip(self._per_round(x), _round_params(self.weight, r), _round_params(self.bias, r),
+        stats = zip(_rounds_of(x, r), _round_params(self.weight, r), _round_params(self.bias, r),
                     self.running_mean.view(r, -1), self.running_var.view(r, -1), strict=True)
-        ys = [fused.bn_pool_relu_eval(xr, w, b, m, v, self.eps) for xr, w, b, m, v in stats]
-        return ys[0] if self.rounds == 1 else torch.cat(ys)
-
-    def _per_round(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each round's rows of ``x``; one round's without a chunk, whose backward would copy
-        the whole gradient."""
-        return x.chunk(self.rounds) if self.rounds > 1 else [x]
+        return self._handed(tuple(fused.bn_pool_relu_eval(xr, w, b, m, v, self.eps)
+                                  for xr, w, b, m, v in stats))
 
     def unstacked(self, r: int, layer: nn.modules.batchnorm._BatchNorm) -> None:
         c = self.weight.shape[1]
@@ -466,6 +497,13 @@ def fuse_pool_relu(model: nn.Module) -> None:
                     seq[i + 1], seq[i + 2] = nn.Identity(), nn.Identity()
 
 
+class RoundsFlatten(nn.Flatten):
+    """nn.Flatten() that also takes ``RoundMaps``: the rounds' maps in one tensor, flattened."""
+
+    def forward(self, x: torch.Tensor | RoundMaps) -> torch.Tensor:
+        return torch.cat(x.maps).flatten(1) if isinstance(x, RoundMaps) else super().forward(x)
+
+
 class PairMaxPool1d(nn.MaxPool1d):
     """MaxPool1d(2) by ``fused.PairMax`` where it takes the input (float32 on a CPU with the
     kernel, an even length), else as before: the same values and gradients."""
@@ -517,6 +555,22 @@ def use_direct_convs(model: nn.Module) -> None:
             for conv, nxt in itertools.pairwise(seq):
                 if suits(conv) and isinstance(nxt, StackedBatchNorm) and nxt.pool_relu:
                     conv.direct = conv.lanes = nxt.lanes = True
+    # Such a layer hands several rounds' maps on apart to the next convolution of this kind or
+    # to a Flatten (past the identities its pool and ReLU left), which take them so.
+    flattens = []
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            layers = [(i, m) for i, m in enumerate(seq) if type(m) is not nn.Identity]
+            for (_, bn), (i, nxt) in itertools.pairwise(layers):
+                if not (isinstance(bn, StackedBatchNorm) and bn.lanes):
+                    continue
+                if isinstance(nxt, StackedConv2d) and nxt.lanes:
+                    bn.hands_maps = True
+                elif type(nxt) is nn.Flatten and (nxt.start_dim, nxt.end_dim) == (1, -1):
+                    bn.hands_maps = True
+                    flattens.append((seq, i))
+    for seq, i in flattens:
+        seq[i] = RoundsFlatten()
 
 
 def has_fused_layers(model: nn.Module) -> bool:
@@ -561,7 +615,7 @@ def activation_bytes(model: nn.Module, batch: int) -> int:
 # Stacking pays while one step's activations stay in cache: many small MLP steps gain from being
 # one, while a convnet's step is large enough alone and its activations would leave the cache
 # (benchmarks/step_time.py and README's Speed section).
-STACK_BUDGET = 8 * 2**20
+STACK_BUDGET = 20 * 2**20
 
 
 def stack_size(model: nn.Module, batch: int, budget: int = STACK_BUDGET) -> int:
