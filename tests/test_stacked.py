@@ -70,13 +70,22 @@ def test_stacked_training_equals_one_loop_per_round(name, fuse):
         assert evals[i] == evaluate(got, [datas[i].test])[0]
 
 
-def test_a_rounds_result_does_not_depend_on_its_stack_mates():
-    cfg = Config(**TINY)
-    together = train_rounds(cfg, "siamese_aux", [0, 1])
-    alone = train_rounds(cfg, "siamese_aux", [1])
+@pytest.mark.parametrize("name, options", [
+    ("siamese_aux", TINY),
+    # Batches of 50 stack two rounds of model 3 in one network: a batch of its one-output
+    # comparison products rounded otherwise than each alone (StackedLinear runs them apart).
+    ("siamese_aux", dict(data="embedded", pairs=300, epochs=3, batch_size=50, device=DEVICE)),
+    ("cnn", dict(data="embedded", pairs=200, epochs=2, device=DEVICE)),  # 2 rounds stacked
+])
+def test_a_rounds_result_does_not_depend_on_its_stack_mates(name, options):
+    cfg = Config(**options)
+    together = train_rounds(cfg, name, [0, 1])
+    alone = train_rounds(cfg, name, [1])
     for t in together + alone:
         t.record.pop("seconds")
     assert together[1].record == alone[0].record
+    pairs = zip(together[1].model.state_dict().values(), alone[0].model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_mlp_rounds_stacked_with_other_mates_train_to_the_same_bits():

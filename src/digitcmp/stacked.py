@@ -94,7 +94,14 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.baddbmm(self.bias.unsqueeze(1), x.reshape(self.rounds, -1, shape[-1]), self.weight)
+        x, bias = x.reshape(self.rounds, -1, shape[-1]), self.bias.unsqueeze(1)
+        if self.weight.shape[-1] == 1 and self.rounds > 1:
+            # One output: a batch of matrix-vector products rounds a round's otherwise than the
+            # same product alone (as PyTorch's CPU matmuls run them), so each round has its own.
+            y = torch.cat([torch.baddbmm(b, xr, w) for b, xr, w
+                           in zip(bias.split(1), x.split(1), self.weight.split(1), strict=True)])
+        else:
+            y = torch.baddbmm(bias, x, self.weight)
         return y.reshape(*shape[:-1], y.shape[-1])
 
     def unstacked(self, r: int, layer: nn.Linear) -> None:
