@@ -620,8 +620,9 @@ def activation_bytes(model: nn.Module, batch: int) -> int:
 
 
 # Stacking pays while one step's activations stay in cache: many small MLP steps gain from being
-# one, while a convnet's step is large enough alone and its activations would leave the cache
-# (benchmarks/step_time.py and README's Speed section).
+# one, and two `cnn` rounds (whose convnet blocks still run round by round on the direct
+# kernels) from sharing the head, loss and Adam, while model 3's step is large enough alone
+# (README's Speed section).
 STACK_BUDGET = 20 * 2**20
 
 
