@@ -21,13 +21,16 @@ Everything else (ReLU, pooling, reshapes, the model's own ``forward``) is per-sa
 unchanged, except that a ReLU followed by a max-pool is applied after it (``pool_before_relu``:
 the same function, on a quarter of the values), and that on a CPU a BatchNorm followed by a
 2 x 2 max-pool and a ReLU trains as one fused C kernel where there is one (``fuse_pool_relu``,
-``fused.py``), taking its maps from a direct convolution before it in their lanes layout (for
-one round in training, the pair runs as one autograd function, ``DeferredConv``). One
+``fused.py``), taking its maps from a direct convolution before it in their lanes layout (in
+training the pair runs as one autograd function per round, ``DeferredConv``, and several
+rounds' maps travel between such layers apart, ``RoundMaps``). One
 Adam steps all rounds: Adam is element-wise, and the loss is the *sum* of the per-round losses,
-so each round's weights see exactly their own round's gradient and moments. Each round keeps its
-own data, initialisation (the reference engine's, copied in), batch order, dropout masks,
-BatchNorm statistics and optimiser state; what differs from the reference engine is float
-summation order and which random numbers the dropout masks are made of.
+so each round's weights see exactly their own round's gradient and moments (``adam.Adam``
+steps each round's slice apart where PyTorch's kernel would round it by its place in the stack).
+Each round keeps its own data, initialisation (the reference engine's, copied in), batch order,
+dropout masks, BatchNorm statistics and optimiser state, and its numbers do not depend on its
+stack mates; what differs from the reference engine is float summation order and which random
+numbers the dropout masks are made of.
 
 A model stacks if every module of its members with parameters or buffers is one of the layers
 above (true of every built-in model); ``stackable`` says whether a model does. The members of an
