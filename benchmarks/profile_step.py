@@ -27,8 +27,8 @@ from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.models import get_model_class
 from digitcmp.models.layers import forward_flops
 from digitcmp.seeds import generator
-from digitcmp.stacked import stack_models, stack_size
-from digitcmp.train import cached_source, direct_convs, fuses, init_model, pair_losses
+from digitcmp.stacked import stack_models
+from digitcmp.train import cached_source, direct_convs, fuses, init_model, pair_losses, stack_group
 from speed import matmul_gflops
 
 # The operators that do the counted arithmetic: oneDNN's convolutions or directconv.py's, the
@@ -52,7 +52,7 @@ def main() -> None:
     config = Config(data="embedded", threads=args.threads)
     cls = get_model_class(args.model)
     stacked = args.engine == "stacked"
-    slots = stack_size(cls(), config.batch_size) if stacked else 1
+    slots = stack_group(config, torch.device("cpu"), cls()) if stacked else 1
     source = cached_source("embedded", None)
     batch = Pairs.cat([round_data(source, 0, r, config.pairs).train[:config.batch_size]
                        for r in range(slots)])

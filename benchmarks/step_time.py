@@ -35,8 +35,8 @@ from digitcmp.data.pairs import Pairs, round_data
 from digitcmp.device import resolve_device
 from digitcmp.models import get_model_class
 from digitcmp.seeds import generator
-from digitcmp.stacked import has_direct_convs, has_fused_layers, stack_models, stack_size
-from digitcmp.train import cached_source, direct_convs, fuses, init_model, pair_losses
+from digitcmp.stacked import has_direct_convs, has_fused_layers, stack_models
+from digitcmp.train import cached_source, direct_convs, fuses, init_model, pair_losses, stack_group
 
 
 def load_stacked(path: str):
@@ -87,7 +87,7 @@ def main() -> None:
     ratios = []
     for name in args.models:
         cls = get_model_class(name)
-        rounds = args.rounds if gpu else stack_size(cls(), config.batch_size)
+        rounds = args.rounds if gpu else stack_group(config, device, cls())
         datas = [round_data(source, 0, r, config.pairs) for r in range(rounds)]
         lr = lr_for(config, cls)
 

@@ -76,6 +76,7 @@ def test_stacked_training_equals_one_loop_per_round(name, fuse):
     # comparison products rounded otherwise than each alone (StackedLinear runs them apart).
     ("siamese_aux", dict(data="embedded", pairs=300, epochs=3, batch_size=50, device=DEVICE)),
     ("cnn", dict(data="embedded", pairs=200, epochs=2, device=DEVICE)),  # 2 rounds stacked
+    ("cnn", dict(data="embedded", pairs=200, epochs=2, threads=2, device=DEVICE)),
 ])
 def test_a_rounds_result_does_not_depend_on_its_stack_mates(name, options):
     cfg = Config(**options)

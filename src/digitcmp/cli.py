@@ -151,7 +151,8 @@ def run_flags(out: str) -> argparse.ArgumentParser:
                         "start a local Ray)")
     g.add_argument("--stack", type=whole(1, 10_000), default=None, metavar="R",
                    help="rounds the stacked engine trains together; does not change results "
-                        "(default: on a CPU, as many as keep a step's activations within 20 MiB; "
+                        "(default: on a CPU, as many as keep a step's activations within 8 MiB, "
+                        "20 MiB with --threads 1; "
                         "on a GPU, all)")
     g.add_argument("--save-checkpoints", action="store_true",
                    help="save every round's trained model in OUT/checkpoints/")

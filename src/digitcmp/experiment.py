@@ -20,8 +20,7 @@ from .plugins import load_plugins
 from .progress import Progress
 from .provenance import versions
 from .rundir import RunDir
-from .stacked import stack_size
-from .train import source_for, train_rounds
+from .train import source_for, stack_group, train_rounds
 
 
 def train_task(config: Config, arm: str, rounds: list[int], checkpoint_dir: str | None = None,
@@ -60,7 +59,7 @@ def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | Non
     """Group the (arm, round) pairs still to run into tasks of rounds trained together.
 
     The reference engine trains one round per task. The stacked engine trains ``rounds_per_task``
-    rounds, by default as many as ``stack_size`` finds worthwhile to stack on a CPU,
+    rounds, by default as many as ``train.stack_group`` finds worthwhile to stack on a CPU,
     or every round of the arm (``all_rounds``, on a GPU). A round's numbers do not depend on
     which rounds it is stacked with (its data, batches, initialisation and dropout masks come
     from its own seeds), so the grouping is not part of the config. A task weighs its arm's
@@ -77,7 +76,7 @@ def plan(config: Config, todo: list[tuple[str, int]], rounds_per_task: int | Non
         elif rounds_per_task or all_rounds:
             size = rounds_per_task or len(rounds)
         else:
-            size = stack_size(get_model_class(model)(), cfg.batch_size)
+            size = stack_group(cfg, resolve_device(cfg.device), get_model_class(model)())
         tasks += [(arm, rounds[i:i + size]) for i in range(0, len(rounds), size)]
     # Round-major: a run stopped early holds whole rounds of every arm, which pair up. Within a
     # round the longest task first, so that the run does not end on one long task while the

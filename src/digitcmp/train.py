@@ -30,7 +30,15 @@ from .device import autocast, resolve_device, set_precision
 from .errors import TrainingError
 from .models import count_params, get_model_class
 from .seeds import generator, seed_for
-from .stacked import has_direct_convs, has_fused_layers, stack_models, stack_size, stackable
+from .stacked import (
+    DIRECT_STACK_BUDGET,
+    STACK_BUDGET,
+    has_direct_convs,
+    has_fused_layers,
+    stack_models,
+    stack_size,
+    stackable,
+)
 
 # Rows per slot in one evaluation forward pass of a stacked network (bounds its memory).
 EVAL_CHUNK = 250
@@ -360,6 +368,13 @@ def direct_convs(config: Config, device: torch.device) -> bool:
             and directconv.library() is not None)
 
 
+def stack_group(config: Config, device: torch.device, model: nn.Module) -> int:
+    """How many rounds (slots) of ``model`` the stacked engine stacks in one network on a CPU
+    (``stacked.stack_size``, with the larger budget where the direct kernels run)."""
+    budget = DIRECT_STACK_BUDGET if direct_convs(config, device) else STACK_BUDGET
+    return stack_size(model, config.batch_size, budget)
+
+
 def train_stacked(config: Config, model_name: str, rounds: list[int], device: torch.device,
                   progress: Callable[[float], None] | None = None) -> list[Trained]:
     """Train ``model_name`` on ``rounds`` at once with the stacked engine: R x K slots, the K
@@ -378,7 +393,7 @@ def train_stacked(config: Config, model_name: str, rounds: list[int], device: to
     # On a CPU, slots stack in groups whose activations fit the cache; a GPU takes them all,
     # folded into the channels of grouped convolutions.
     gpu = device.type == "cuda"
-    group = None if gpu else stack_size(members[0], config.batch_size)
+    group = None if gpu else stack_group(config, device, members[0])
     net = stack_models(members, [member_generator(config, r, "dropout", m, device) for r, m in slots],
                        group, folded=gpu, fuse=fuses(config, device),
                        direct=direct_convs(config, device)).to(device)
