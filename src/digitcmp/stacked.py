@@ -125,7 +125,7 @@ class StackedConv2d(nn.Module):
     folded = False
     direct = False  # set by ``use_direct_convs``: directconv.py's kernels where they run ...
     lanes = False  # ... and output in their lanes layout, for the fused layer next (which,
-    # for one round in training, runs this convolution too: ``DeferredConv``)
+    # in training, runs this convolution too, round by round: ``DeferredConv``)
 
     def __init__(self, layers: list[nn.Conv2d]):
         super().__init__()
@@ -257,9 +257,9 @@ class StackedBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor | DeferredConv | RoundMaps) -> torch.Tensor | RoundMaps:
         if isinstance(x, DeferredConv):
-            h, w = _rounds_of(x.x, self.rounds)[0].shape[2:]
-            if fused.fits(x.conv.weight.shape[1], *x.conv.output_size(h, w)):
-                return self._fused_with_conv(x)
+            xs = _rounds_of(x.x, self.rounds)
+            if fused.fits(x.conv.weight.shape[1], *x.conv.output_size(*xs[0].shape[2:])):
+                return self._fused_with_conv(x.conv, xs)
             x = x.conv._direct(x.x)  # maps the kernel does not take: the convolution apart
             if isinstance(x, RoundMaps):
                 x = torch.cat(x.maps)
@@ -309,16 +309,17 @@ class StackedBatchNorm(nn.Module):
         self._update_running(mean, var, x.numel() // x.shape[1] // self.rounds)
         return y
 
-    def _fused_with_conv(self, d: DeferredConv) -> torch.Tensor | RoundMaps:
-        """The same after the convolution ``d.conv`` on ``d.x``, round by round: both as one
-        autograd function (``fused.ConvBNPoolReLU``), the same kernels and numbers."""
+    def _fused_with_conv(self, conv: StackedConv2d,
+                         xs: list[torch.Tensor]) -> torch.Tensor | RoundMaps:
+        """The same after the convolution ``conv`` on the rounds' inputs ``xs``, round by round:
+        both as one autograd function (``fused.ConvBNPoolReLU``), the same kernels and numbers."""
         self.num_batches_tracked += 1
-        r, conv = self.rounds, d.conv
-        parts = zip(_rounds_of(d.x, r), _round_params(conv.weight, r), _round_params(conv.bias, r),
+        r = self.rounds
+        parts = zip(xs, _round_params(conv.weight, r), _round_params(conv.bias, r),
                     _round_params(self.weight, r), _round_params(self.bias, r), strict=True)
         outs = [fused.ConvBNPoolReLU.apply(xr, cw, cb, bw, bb, conv.padding, self.eps)
                 for xr, cw, cb, bw, bb in parts]
-        n, _, h, w = _rounds_of(d.x, r)[0].shape
+        n, _, h, w = xs[0].shape
         ho, wo = conv.output_size(h, w)
         ys, means, variances = zip(*outs, strict=True)
         self._update_running(torch.cat(means), torch.cat(variances), n * ho * wo)
@@ -549,10 +550,10 @@ def use_direct_convs(model: nn.Module) -> None:
     most ``DIRECT_MAX_CHANNEL_PRODUCT``) on ``directconv.py``'s kernels: those of more than two
     input channels, and, where a convolution of one network is followed by a fused BatchNorm +
     max-pool + ReLU in a Sequential, that one too (first layers included), the two exchanging
-    maps in the lanes layout, and for one round in training running as one autograd function
-    (``DeferredConv``). (A first layer whose output goes to PyTorch's operators keeps
-    its im2col path, which was faster with the transposes around the kernel.) Which layers do so
-    depends on the model alone, not on how many rounds are stacked."""
+    maps in the lanes layout (in training as one autograd function per round, ``DeferredConv``;
+    several rounds' maps handed on apart, ``RoundMaps``). (A first layer whose output goes to
+    PyTorch's operators keeps its im2col path, which was faster with the transposes around the
+    kernel.) Which layers do so depends on the model alone, not on how many rounds are stacked."""
     def suits(m: nn.Module) -> bool:
         return (isinstance(m, StackedConv2d) and m.stride == (1, 1) and m.dilation == (1, 1)
                 and m.weight.shape[1] * m.weight.shape[2] <= DIRECT_MAX_CHANNEL_PRODUCT)
