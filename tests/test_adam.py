@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -104,3 +107,20 @@ def _resumed(cls) -> nn.Module:
 
 def test_loading_a_state_steps_from_the_loaded_state():
     assert _same(_resumed(Adam), _resumed(torch.optim.Adam))
+
+
+def test_fused_steps_do_not_import_dynamo():
+    # torch.optim's guards import torch._dynamo on first use (about a second per worker).
+    code = ("import sys, torch\n"
+            "from digitcmp.adam import Adam\n"
+            "net = torch.nn.Linear(3, 2)\n"
+            "opt = Adam(net.parameters(), lr=1e-2, fused=True)\n"
+            "sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=2)\n"
+            "for _ in range(2):\n"
+            "    opt.zero_grad()\n"
+            "    net(torch.ones(4, 3)).sum().backward()\n"
+            "    opt.step()\n"
+            "    sched.step()\n"
+            "assert 'torch._dynamo' not in sys.modules, 'imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -34,6 +34,14 @@ class Adam(torch.optim.Adam):
 
     _lists: tuple[list[torch.Tensor], ...] | None = None
 
+    # torch.optim.Optimizer wraps these two in torch._disable_dynamo, whose first call imports
+    # torch._dynamo: about as long as importing torch itself, in every worker process, for a
+    # guard that matters only under torch.compile, which never traces this optimiser. The
+    # functions it wraps do the same work without the import.
+    add_param_group = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__",
+                              torch.optim.Optimizer.add_param_group)
+    zero_grad = getattr(torch.optim.Optimizer.zero_grad, "__wrapped__", torch.optim.Optimizer.zero_grad)
+
     def __init__(self, params, *args, per_slot: bool = False, **kwargs):
         super().__init__(params, *args, **kwargs)
         self.per_slot = per_slot
