@@ -198,3 +198,32 @@ def test_the_engine_pools_the_mlps_pairs_by_the_kernel(kernel):
     layer = PairMaxPool1d()
     odd = torch.randn(3, 1, 9)  # PyTorch's operator: drops the last value
     assert torch.equal(layer(odd), F.max_pool1d(odd, 2))
+
+
+@pytest.mark.parametrize("shape", [(4, 63), (6, 100), (10, 7, 5), (2, 1)])
+def test_dropout_masks_are_random_bits_over_one_half_to_the_bit(kernel, shape):
+    """fused.dropout_masks against stacked.random_bits per round, divided by 0.5, with each
+    generator left where random_bits leaves it."""
+    from digitcmp.stacked import random_bits
+
+    rounds = 2
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    twins = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    keep = torch.empty(shape)
+    fused.dropout_masks(keep, gens)
+    want = torch.cat([random_bits(rows.shape, g) / 0.5 for rows, g in zip(keep.chunk(rounds), twins)])
+    assert torch.equal(keep, want)
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(gens, twins))
+    assert not fused.masks_supported(torch.empty(3, 4), rounds)  # rows that do not split evenly
+
+
+def test_stacked_dropout_by_the_kernel_as_without_it(kernel, monkeypatch):
+    from digitcmp.stacked import StackedDropout
+
+    x = torch.randn(30, 64, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for lib in (fused.library(), None):
+        monkeypatch.setattr(fused, "library", lambda lib=lib: lib)
+        drop = StackedDropout(0.5, [torch.Generator().manual_seed(s) for s in range(3)]).train()
+        outs.append([drop(x), drop(x)])
+    assert all(torch.equal(a, b) for a, b in zip(*outs))

@@ -337,3 +337,17 @@ void pair_max_backward(const float *restrict g, const unsigned char *restrict wh
     dx[2 * i + 1] = which[i] ? g[i] : 0;
   }
 }
+
+/* Dropout masks for p = 0.5, scaled by 1 / (1 - p) = 2: for each of R rounds, value i of its n
+ * is 2 where bit i % 63 of its word i / 63 is set, else 0 (stacked.random_bits's bits, each draw
+ * of a generator giving 63). words is R x W, out R x n. */
+void dropout_masks(const unsigned long long *restrict words, int R, long n, long W,
+                   float *restrict out) {
+  for (int r = 0; r < R; r++)
+    for (long k = 0; k * 63 < n; k++) {
+      unsigned long long w = words[r * W + k];
+      long base = k * 63, m = n - base < 63 ? n - base : 63;
+      float *restrict o = out + r * n + base;
+      for (int b = 0; b < m; b++) o[b] = (w >> b) & 1 ? 2.0f : 0.0f;
+    }
+}

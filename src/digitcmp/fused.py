@@ -1,5 +1,6 @@
 """BatchNorm + 2 x 2 max-pool + ReLU of feature maps in one C kernel (training; and inference in the
-lanes layout).
+lanes layout); beside it, two small kernels of the stacked engine's other layers: the MLP's
+pair max-pool and the dropout masks.
 
 PyTorch runs these three as separate passes over the full-size map: forward, BatchNorm's
 statistics, its normalisation, the pool (with int64 indices) and the ReLU; backward, the ReLU,
@@ -48,6 +49,7 @@ def library() -> ctypes.CDLL | None:
     lib.bn_pool_relu_eval_lanes.argtypes = [p, i, i, i, i, i, p, p, p, p, f, p]
     lib.pair_max_forward.argtypes = [p, ctypes.c_long, p, p]
     lib.pair_max_backward.argtypes = [p, p, ctypes.c_long, p]
+    lib.dropout_masks.argtypes = [p, i, ctypes.c_long, ctypes.c_long, p]
     return lib
 
 
@@ -219,3 +221,23 @@ class PairMax(torch.autograd.Function):
         dx = g.new_empty(*g.shape[:-1], 2 * g.shape[-1])
         library().pair_max_backward(ptr(g), ptr(which), g.numel(), ptr(dx))
         return dx
+
+
+def masks_supported(keep: torch.Tensor, rounds: int) -> bool:
+    """Whether ``dropout_masks`` fills ``keep``: float32 on the CPU, contiguous, rows that split
+    evenly into ``rounds``, a kernel."""
+    return (keep.device.type == "cpu" and keep.dtype == torch.float32 and keep.is_contiguous()
+            and keep.dim() >= 1 and keep.shape[0] % rounds == 0 and library() is not None)
+
+
+def dropout_masks(keep: torch.Tensor, generators: list[torch.Generator]) -> None:
+    """Fill ``keep`` with dropout masks for p = 0.5 scaled by 2 (kept values x 2, dropped 0):
+    its rows split into one equal chunk per generator, chunk r from ``generators[r]``'s draws,
+    the values of ``stacked.random_bits(chunk shape, generators[r]) / 0.5`` (tested), in one
+    pass instead of the half-dozen tensor operations per round that took longer than the
+    MLP's layers (README, Speed)."""
+    rounds, n = len(generators), keep.numel() // len(generators)
+    words = torch.empty(rounds, (n + 62) // 63, dtype=torch.int64)
+    for row, g in zip(words, generators, strict=True):
+        row.random_(generator=g)  # the draws random_bits makes: the same generator state after
+    library().dropout_masks(ptr(words), rounds, n, words.shape[1], ptr(keep))

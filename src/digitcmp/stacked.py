@@ -369,6 +369,9 @@ class StackedDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         keep = torch.empty_like(x, memory_format=torch.contiguous_format)
+        if self.p == 0.5 and fused.masks_supported(keep, len(self.generators)):
+            fused.dropout_masks(keep, self.generators)  # the masks below, already divided
+            return x * keep
         for rows, g in zip(keep.chunk(len(self.generators)), self.generators, strict=True):
             if self.p == 0.5:
                 rows.copy_(random_bits(rows.shape, g))
