@@ -211,9 +211,10 @@ def test_dropout_masks_are_random_bits_over_one_half_to_the_bit(kernel, shape):
     twins = [torch.Generator().manual_seed(s) for s in (3, 4)]
     keep = torch.empty(shape)
     fused.dropout_masks(keep, gens)
-    want = torch.cat([random_bits(rows.shape, g) / 0.5 for rows, g in zip(keep.chunk(rounds), twins)])
+    chunks = zip(keep.chunk(rounds), twins, strict=True)
+    want = torch.cat([random_bits(rows.shape, g) / 0.5 for rows, g in chunks])
     assert torch.equal(keep, want)
-    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(gens, twins))
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(gens, twins, strict=True))
     assert not fused.masks_supported(torch.empty(3, 4), rounds)  # rows that do not split evenly
 
 
@@ -226,4 +227,4 @@ def test_stacked_dropout_by_the_kernel_as_without_it(kernel, monkeypatch):
         monkeypatch.setattr(fused, "library", lambda lib=lib: lib)
         drop = StackedDropout(0.5, [torch.Generator().manual_seed(s) for s in range(3)]).train()
         outs.append([drop(x), drop(x)])
-    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
