@@ -2,7 +2,8 @@
 on a busy machine.
 
     python benchmarks/step_time.py [--models baseline cnn siamese_aux] [--steps 40] [--threads 1]
-        [--against OLD_STACKED.py [--against-fused]] [--compile] [--device cpu] [--rounds R]
+        [--against OLD_STACKED.py [--against-fused] [--against-kernels]] [--compile] [--device cpu]
+        [--rounds R]
 
 For each model, one training step (100 pairs per round, forward, backward, Adam) of each variant
 is run in turn, ``--steps`` times: the reference engine (the plain model and loop), the stacked
@@ -12,7 +13,9 @@ them also without the direct convolutions and without either, where the direct c
 not used at that thread count also with them, and, with ``--against``,
 the stacked engine of another digitcmp (a ``stacked.py`` file, e.g. ``git show
 REV:src/digitcmp/stacked.py``), with the plain Adam that digitcmp 0.1's stacked engine used
-(``--against-fused``: the fused one, as later versions), and, with ``--compile``, the stacked
+(``--against-fused``: the fused one, as later versions; ``--against-kernels``: with this
+version's C kernels where it runs them, for a version whose ``stack_models`` takes the same
+options: then the two differ only in their own code), and, with ``--compile``, the stacked
 engine through ``torch.compile`` (its compilation happens in untimed warm-up steps). On a GPU
 (``--device cuda``) the stacked engine stacks ``--rounds`` rounds (default 15, as ``reproduce``
 does there), both folded into grouped convolutions (what digitcmp uses on a GPU) and slot by slot.
@@ -75,6 +78,8 @@ def main() -> None:
     p.add_argument("--against", metavar="STACKED.py", help="another digitcmp's stacked.py to time too")
     p.add_argument("--against-fused", action="store_true",
                    help="step --against's engine with the fused Adam too (a version that used it)")
+    p.add_argument("--against-kernels", action="store_true",
+                   help="build --against's engine with this one's C kernels (a version that took them)")
     p.add_argument("--compile", action="store_true", help="also time the stacked engine under torch.compile")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
     p.add_argument("--rounds", type=int, default=15, help="rounds stacked on a GPU (default: %(default)s)")
@@ -125,7 +130,9 @@ def main() -> None:
             variants[f"stacked (R={rounds}), torch.compile"] = (torch.compile(net), opt, batch, slots)
         if args.against:
             other = load_stacked(args.against)
-            variants[f"stacked, {args.against}"] = variant(stacked_with(other), rounds, args.against_fused)
+            options = kernels if args.against_kernels else {}
+            variants[f"stacked, {args.against}"] = variant(stacked_with(other, **options), rounds,
+                                                           args.against_fused)
         times = time_steps(variants, cls, aux_weight_for(config, cls), args.steps, device)
         for v, ts in times.items():
             print(f"{name:12s} {v:34s} min {1000 * min(ts):6.2f} ms, median "
