@@ -109,7 +109,7 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
     for epoch in range(config.epochs):
         net.train()
         pairs = [recipe.epoch_pairs(t, g) for t, g in zip(trains, gens, strict=True)]
-        sums: dict[str, torch.Tensor] = {}
+        sums = torch.zeros((), dtype=acc, device=device)
         wrong = torch.zeros(slots, device=device)
         seen = 0
         for i in range(0, n, bs):
@@ -120,7 +120,9 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
             with autocast(device, config.precision):
                 out = net(b.input)
             parts = pair_losses(out, b, slots, recipe, aux_weight)
-            opt.zero_grad(set_to_none=True)
+            # What opt.zero_grad(set_to_none=True) does, without its profiler range.
+            for p in params:
+                p.grad = None
             # The sum over slots, not the mean: slot s's weights then get exactly its own gradient.
             parts["loss"].sum().backward()
             opt.step()
@@ -130,11 +132,11 @@ def fit(net: nn.Module, trains: list[Pairs], gens: list[torch.Generator], recipe
                 with torch.no_grad():
                     for e, p in zip(ema, params, strict=True):
                         e.lerp_(p, 1 - recipe.ema_decay)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0) + v.detach().to(acc) * size
+            # All metrics in one K x S tensor: four operations a step instead of three per metric.
+            sums = sums + torch.stack([v.detach() for v in parts.values()]).to(acc) * size
             wrong += (out[0].argmax(1) != b.target).view(slots, -1).sum(1)
             seen += size
-        metrics = {k: v / seen for k, v in sums.items()} | {"running_train_error": wrong.to(acc) / seen}
+        metrics = dict(zip(parts, sums / seen, strict=True)) | {"running_train_error": wrong.to(acc) / seen}
         check_finite(net, metrics["loss"], names, epoch)
         for k, v in metrics.items():
             history.setdefault(k, []).append(v.cpu())
