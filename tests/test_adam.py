@@ -124,3 +124,16 @@ def test_fused_steps_do_not_import_dynamo():
             "assert 'torch._dynamo' not in sys.modules, 'imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad_does_what_torch_adams_does(set_to_none):
+    grads = []
+    for cls in (Adam, torch.optim.Adam):
+        net = _net()
+        opt = cls(net.parameters(), lr=1e-2, fused=True)
+        net(torch.randn(4, 7)).sum().backward()
+        opt.zero_grad(set_to_none=set_to_none)
+        grads.append([p.grad for p in net.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert (a is None and b is None) if set_to_none else torch.equal(a, b) and not a.any()

@@ -40,11 +40,21 @@ class Adam(torch.optim.Adam):
     # functions it wraps do the same work without the import.
     add_param_group = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__",
                               torch.optim.Optimizer.add_param_group)
-    zero_grad = getattr(torch.optim.Optimizer.zero_grad, "__wrapped__", torch.optim.Optimizer.zero_grad)
+    _zero_grad = getattr(torch.optim.Optimizer.zero_grad, "__wrapped__", torch.optim.Optimizer.zero_grad)
 
     def __init__(self, params, *args, per_slot: bool = False, **kwargs):
         super().__init__(params, *args, **kwargs)
         self.per_slot = per_slot
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """``torch.optim.Optimizer.zero_grad``; dropping the gradients (``set_to_none``, every
+        training step's case) without the profiler range it opens around that loop."""
+        if not set_to_none:
+            return self._zero_grad(False)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return None
 
     def step(self, closure=None):
         if closure is not None or not self._short_path():

@@ -234,8 +234,8 @@ def dropout_masks(keep: torch.Tensor, generators: list[torch.Generator]) -> None
     """Fill ``keep`` with dropout masks for p = 0.5 scaled by 2 (kept values x 2, dropped 0):
     its rows split into one equal chunk per generator, chunk r from ``generators[r]``'s draws,
     the values of ``stacked.random_bits(chunk shape, generators[r]) / 0.5`` (tested), in one
-    pass instead of the half-dozen tensor operations per round that took longer than the
-    MLP's layers (README, Speed)."""
+    pass instead of half a dozen tensor operations per round (a few per cent of a step:
+    README, Speed)."""
     rounds, n = len(generators), keep.numel() // len(generators)
     words = torch.empty(rounds, (n + 62) // 63, dtype=torch.int64)
     for row, g in zip(words, generators, strict=True):
