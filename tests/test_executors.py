@@ -10,6 +10,7 @@ import time
 import types
 
 import pytest
+import torch
 
 import worker_tasks
 from conftest import TINY
@@ -67,10 +68,33 @@ def serial():
     return results
 
 
-def test_process_executor_gives_the_serial_results(serial):
-    # One worker process: a result depends only on (seed, round), not on which process or in
-    # what order, and each spawned worker costs a torch import.
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_process_executor_gives_the_serial_results(serial, monkeypatch, method):
+    # One worker process: a result depends only on (seed, round), not on which process, in what
+    # order or how it started (each spawned worker costs a torch import).
+    if method == "fork" and not sys.platform.startswith("linux"):
+        pytest.skip("workers are forked on Linux only")
+    monkeypatch.setattr(executors, "start_method", lambda threads, gpus: method)
+    # The driver has run PyTorch's OpenMP pool on two threads, as speed.py's matmul does: a
+    # worker forked from it and training on one thread must not hang on the pool's remains.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.randn(512, 512) @ torch.randn(512, 512)
+    torch.set_num_threads(threads)
     assert by_round(executors.execute(train_task, TASKS, CFG, "process", workers=1)) == serial
+
+
+def test_workers_are_forked_only_where_that_is_safe(monkeypatch):
+    monkeypatch.setattr(executors.sys, "platform", "linux")
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    assert executors.start_method(threads=1, gpus=0) == "fork"
+    assert executors.start_method(threads=2, gpus=0) == "spawn"  # OpenMP's pool after a fork
+    assert executors.start_method(threads=1, gpus=1) == "spawn"  # CUDA after a fork
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    assert executors.start_method(threads=1, gpus=0) == "spawn"  # Ray's threads
+    monkeypatch.delitem(sys.modules, "ray")
+    monkeypatch.setattr(executors.sys, "platform", "darwin")
+    assert executors.start_method(threads=1, gpus=0) == "spawn"
 
 
 def test_progress_reports_come_back_from_worker_processes():

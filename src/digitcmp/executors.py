@@ -52,23 +52,25 @@ def default_workers(threads: int, gpus: int) -> int:
 def execute_process(fn: Callable, tasks: list[Task], config, workers: int | None,
                     checkpoint_dir: str | None, gpus: int,
                     progress: Callable[[str, float], None] | None) -> Iterator[list[dict]]:
-    """``execute`` on local worker processes (spawned: forking a process whose OpenMP pool is
-    running can deadlock). Each worker exits if the driver dies, so none is left orphaned."""
+    """``execute`` on local worker processes (started as ``start_method`` says). Each worker
+    exits if the driver dies, so none is left orphaned."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(start_method(config.threads, gpus))
     workers = min(workers or default_workers(config.threads, gpus), len(tasks)) or 1
     reports, gpu_ids = ctx.Queue(), ctx.Queue()
     for i in range(workers if gpus else 0):
         gpu_ids.put(i % gpus)
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(os.getpid(), reports, gpu_ids if gpus else None))
-    relay = threading.Thread(target=_relay, args=(reports, progress), daemon=True)
-    relay.start()
+    # The first submit starts the workers (all of them, when forked): the relay thread comes
+    # after, so that no thread of ours is copied mid-step into a forked worker.
     futures = [pool.submit(fn, config, arm, rounds, checkpoint_dir, _report if progress else None)
                for arm, rounds in tasks]
+    relay = threading.Thread(target=_relay, args=(reports, progress), daemon=True)
+    relay.start()
     finished = False
     try:
         for fut in as_completed(futures):
@@ -89,6 +91,21 @@ def execute_process(fn: Callable, tasks: list[Task], config, workers: int | None
         pool.shutdown(wait=True, cancel_futures=True)
         reports.put(None)
         relay.join(timeout=5)
+
+
+def start_method(threads: int, gpus: int) -> str:
+    """How local workers start: "fork" where that is safe, else "spawn".
+
+    A forked worker starts with what the driver has loaded (torch, digitcmp, the data, the C
+    kernels); a spawned one imports torch again first, over a second per worker on a small
+    machine, and finalises it again on exit. Forking is safe for training on the CPU on one
+    thread per worker, on Linux: PyTorch's OpenMP thread pool does not survive a fork, but one
+    thread never enters it (PyTorch's DataLoader workers rely on the same). Elsewhere workers
+    are spawned: CUDA cannot be used in a forked child, macOS's system libraries are not
+    fork-safe, and a driver that runs Ray has threads of its own in flight."""
+    if sys.platform.startswith("linux") and not gpus and threads == 1 and "ray" not in sys.modules:
+        return "fork"
+    return "spawn"
 
 
 def _init_worker(driver: int, reports, gpu_ids) -> None:
