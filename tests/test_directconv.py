@@ -50,6 +50,26 @@ def test_forward_and_gradients_are_pytorchs(n, c, h, w, oc, k, p, bias):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("n, c, h, w, oc, k, p", SHAPES[:5])
+def test_inference_runs_convolution_batchnorm_pool_and_relu_as_pytorch_does(n, c, h, w, oc, k, p):
+    """conv_bn_pool_relu_eval against float64 PyTorch, to float32 rounding; channel scales of
+    both signs and zero (the pool then picks the raw minimum, or ties); odd map sizes (a last
+    row or column in no window); the lanes past the images zero."""
+    k, p = (k, k) if isinstance(k, int) else k, (p, p) if isinstance(p, int) else p
+    gen = torch.Generator().manual_seed(n + oc)
+    x, wt = torch.randn(n, c, h, w, generator=gen), torch.randn(oc, c, *k, generator=gen)
+    b, gamma, beta, mean = (torch.randn(oc, generator=gen) for _ in range(4))
+    gamma[0] = 0
+    var = torch.rand(oc, generator=gen) + 0.1
+    got = directconv.conv_bn_pool_relu_eval(x, wt, b, gamma, beta, mean, var, 1e-5, p)
+    y = F.batch_norm(F.conv2d(x.double(), wt.double(), b.double(), padding=p), mean.double(), var.double(),
+                     gamma.double(), beta.double(), False, 0.0, 1e-5)
+    want = F.relu(F.max_pool2d(y, 2))
+    buf = lanes_of(got)
+    assert buf is not None and not buf[..., n:].any()
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
 @pytest.mark.parametrize("n, c, h, w", [(100, 2, 14, 14), (200, 20, 5, 5), (45, 3, 9, 7), (16, 16, 4, 4),
                                         (5, 1, 2, 3), (1, 4, 1, 1)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
@@ -130,8 +150,9 @@ def test_a_convnet_block_keeps_its_maps_in_the_lanes_layout():
     assert isinstance(deferred, DeferredConv) and deferred.x is x and deferred.conv is convs[0]
     first = norms[0].train()(deferred)
     assert lanes_of(first) is not None and lanes_of(norms[1].train()(convs[1].train()(first))) is not None
-    with torch.no_grad():  # inference too; with gradients on, evaluation stays in PyTorch's layouts
-        assert lanes_of(convs[0].eval()(x)) is not None
+    with torch.no_grad():  # inference too, the pair as one kernel; with gradients on,
+        deferred = convs[0].eval()(x)  # evaluation stays in PyTorch's layouts
+        assert isinstance(deferred, DeferredConv) and lanes_of(norms[0].eval()(deferred)) is not None
     assert lanes_of(convs[0].eval()(x)) is None
     plain = stack_models([MODELS["cnn"]()], [torch.Generator()], direct=True)  # no fused layers
     first = next(m for m in plain.modules() if isinstance(m, StackedConv2d))

@@ -25,8 +25,9 @@ from . import kernels
 from .kernels import lanes_of, lanes_view, named, padded_lanes, ptr
 
 # The vector width and register tiles are compile-time constants of directconv.c.
-FLAGS = {"AVX512": ("-O3", "-mavx512f", "-mavx2", "-mfma", "-DVW=16"),
-         "AVX2": ("-O3", "-mavx2", "-mfma", "-DVW=8")}
+# -fno-trapping-math: as for fused.c (fused.py), vector selects for the evaluation kernel's pool.
+FLAGS = {"AVX512": ("-O3", "-mavx512f", "-mavx2", "-mfma", "-fno-trapping-math", "-DVW=16"),
+         "AVX2": ("-O3", "-mavx2", "-mfma", "-fno-trapping-math", "-DVW=8")}
 
 
 @functools.cache
@@ -41,6 +42,7 @@ def library() -> ctypes.CDLL | None:
     lib.conv_forward.argtypes = [p, p, p, p, i, *shape, i]
     lib.conv_backward_input.argtypes = [p, p, p, i, *shape, i]
     lib.conv_backward_weight.argtypes = [p, p, p, p, *shape]
+    lib.conv_bn_pool_relu_eval.argtypes = [p, p, p, p, p, p, p, ctypes.c_float, p, i, *shape]
     lib.to_lanes.argtypes = [p, p, i, n, i, i]
     return lib
 
@@ -67,24 +69,54 @@ def to_lanes(x: torch.Tensor, np_: int) -> torch.Tensor:
     return out
 
 
+def _geometry(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> tuple[int, ...]:
+    """(N, C, H, W, OC, KH, KW, ph, pw, Ho, Wo) of a convolution of ``x`` by ``weight``."""
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    (ph, pw) = padding
+    return n, c, h, w, oc, kh, kw, ph, pw, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+
+
+def _operands(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward kernels' weights (KH x KW x C x OC) and bias (zeros where there is none)."""
+    b = bias.contiguous() if bias is not None else weight.new_zeros(weight.shape[0])
+    return weight.permute(2, 3, 1, 0).contiguous(), b
+
+
 def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  padding: tuple[int, int], lanes: bool) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """The forward kernel on ``x`` (N x C x H x W): returns the lanes buffer of ``x`` (kept for
     the backward), the output (an Ho x Wo x OC x Np lanes buffer if ``lanes``, else an N x OC x
     Ho x Wo channels_last map) and the geometry ``conv_backward`` takes."""
-    n, c, h, w = x.shape
-    oc, _, kh, kw = weight.shape
-    (ph, pw), ho, wo = padding, h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1
+    geometry = n, c, h, w, oc, kh, kw, ph, pw, ho, wo = _geometry(x, weight, padding)
     np_ = padded_lanes(n)
     xt = to_lanes(x, np_)
     y = (x.new_empty(ho, wo, oc, np_) if lanes
          else torch.empty(n, oc, ho, wo, memory_format=torch.channels_last))
-    b = bias.contiguous() if bias is not None else x.new_zeros(oc)
-    wt = weight.permute(2, 3, 1, 0).contiguous()  # KH x KW x C x OC
+    wt, b = _operands(weight, bias)
     with named("digitcmp::conv_forward"):
         library().conv_forward(ptr(xt), ptr(wt), ptr(b), ptr(y), n, np_, h, w, c, oc, kh, kw, ph, pw,
                                ho, wo, lanes)
-    return xt, y, (n, c, h, w, oc, kh, kw, ph, pw, ho, wo)
+    return xt, y, geometry
+
+
+def conv_bn_pool_relu_eval(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                           gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor,
+                           running_var: torch.Tensor, eps: float, padding: tuple[int, int]) -> torch.Tensor:
+    """relu(max_pool2d(batch_norm(conv2d(x, weight, bias, padding=padding)), 2)) in evaluation
+    (BatchNorm with the running statistics) for one network, as one kernel that never writes
+    the convolution's full-size map (past the caches for a first layer's batch of evaluation
+    pairs): a lanes view, the same values as the convolution and the layer apart. Not
+    differentiable: for inference."""
+    n, c, h, w, oc, kh, kw, ph, pw, ho, wo = _geometry(x, weight, padding)
+    np_ = padded_lanes(n)
+    xt = to_lanes(x, np_)
+    out = x.new_empty(ho // 2, wo // 2, oc, np_)
+    wt, b = _operands(weight, bias)
+    params = [t.detach().contiguous() for t in (gamma, beta, running_mean, running_var)]
+    library().conv_bn_pool_relu_eval(ptr(xt), ptr(wt), ptr(b), *map(ptr, params), eps, ptr(out), n, np_,
+                                     h, w, c, oc, kh, kw, ph, pw, ho, wo)
+    return lanes_view(out, n)
 
 
 def conv_backward(xt: torch.Tensor, weight: torch.Tensor, gt: torch.Tensor, geometry: tuple,

@@ -6,8 +6,8 @@
  * is the innermost loop, so that the compiler vectorises it; selects are written as
  * ternaries on floats for the same reason (compiled with -fno-trapping-math, see fused.py).
  * Sums run in float over blocks of 64 rows and in double across blocks. For one network whose
- * maps are in directconv.c's lanes layout, the same layer (and its evaluation) comes after
- * these, below.
+ * maps are in directconv.c's lanes layout, the same layer comes after these, below (its
+ * evaluation is directconv.c's, with the convolution before it).
  */
 #include <math.h>
 
@@ -284,35 +284,6 @@ void bn_pool_relu_backward_lanes(const float *restrict y, const float *restrict 
           d3[n] = sl * (y3[n] - mm) + sh + (k == 3 ? g : 0);
         }
         for (int n = N; n < Np; n++) { d0[n] = 0; d1[n] = 0; d2[n] = 0; d3[n] = 0; }
-      }
-}
-
-/* In evaluation (one network, lanes layout): BatchNorm with the running statistics is a*y + b
- * per channel, then the pool and the ReLU, in one pass that reads the map once. */
-void bn_pool_relu_eval_lanes(const float *restrict y, int N, int Np, int H, int W, int C,
-                             const float *gamma, const float *beta, const float *running_mean,
-                             const float *running_var, float eps, float *restrict out) {
-  int Ho = H / 2, Wo = W / 2;
-  long rs = (long)C * Np;
-  float a[MAXC], b[MAXC];
-  for (int c = 0; c < C; c++) {
-    a[c] = gamma[c] / sqrtf(running_var[c] + eps);
-    b[c] = beta[c] - running_mean[c] * a[c];
-  }
-  for (int i = 0; i < Ho; i++)
-    for (int j = 0; j < Wo; j++)
-      for (int c = 0; c < C; c++) {
-        const float *restrict y0 = y + ((long)(2 * i) * W + 2 * j) * rs + (long)c * Np;
-        const float *restrict y1 = y0 + rs, *restrict y2 = y0 + W * rs, *restrict y3 = y2 + rs;
-        float *restrict op = out + ((long)i * Wo + j) * rs + (long)c * Np;
-        float ac = a[c], bc = b[c];
-        for (int n = 0; n < N; n++) {
-          float m01 = y0[n] * ac > y1[n] * ac ? y0[n] * ac : y1[n] * ac;
-          float m23 = y2[n] * ac > y3[n] * ac ? y2[n] * ac : y3[n] * ac;
-          float best = (m01 > m23 ? m01 : m23) + bc;
-          op[n] = best > 0 ? best : 0;
-        }
-        for (int n = N; n < Np; n++) op[n] = 0;
       }
 }
 

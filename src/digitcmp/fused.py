@@ -1,6 +1,7 @@
-"""BatchNorm + 2 x 2 max-pool + ReLU of feature maps in one C kernel (training; and inference in the
-lanes layout); beside it, two small kernels of the stacked engine's other layers: the MLP's
-pair max-pool and the dropout masks.
+"""BatchNorm + 2 x 2 max-pool + ReLU of feature maps in one C kernel, for training (in inference,
+after a direct convolution, ``directconv.conv_bn_pool_relu_eval`` runs the pair); beside it,
+two small kernels of the stacked engine's other layers: the MLP's pair max-pool and the
+dropout masks.
 
 PyTorch runs these three as separate passes over the full-size map: forward, BatchNorm's
 statistics, its normalisation, the pool (with int64 indices) and the ReLU; backward, the ReLU,
@@ -46,7 +47,6 @@ def library() -> ctypes.CDLL | None:
     lib.bn_pool_relu_backward.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
     lib.bn_pool_relu_forward_lanes.argtypes = [p, i, i, i, i, i, p, p, f, p, p, p, p, p]
     lib.bn_pool_relu_backward_lanes.argtypes = [p, p, p, p, p, i, i, i, i, i, p, p, p, f, p, p, p]
-    lib.bn_pool_relu_eval_lanes.argtypes = [p, i, i, i, i, i, p, p, p, p, f, p]
     lib.pair_max_forward.argtypes = [p, ctypes.c_long, p, p]
     lib.pair_max_backward.argtypes = [p, p, ctypes.c_long, p]
     lib.dropout_masks.argtypes = [p, i, ctypes.c_long, ctypes.c_long, p]
@@ -63,19 +63,6 @@ def supports(x: torch.Tensor) -> bool:
     """Whether the kernel can take feature maps like ``x`` here."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and fits(*x.shape[1:]) and library() is not None)
-
-
-def bn_pool_relu_eval(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                      running_mean: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
-    """relu(max_pool2d(batch_norm(x), 2)) in evaluation (running statistics) for one network,
-    in the lanes layout of ``directconv.py`` (``x`` copied into it unless it is a lanes view):
-    a lanes view. Not differentiable: for inference."""
-    b, c, h, w = x.shape
-    x = to_lanes(x, padded_lanes(b))
-    out = x.new_empty(h // 2, w // 2, c, x.shape[3])
-    params = [t.detach().contiguous() for t in (weight, bias, running_mean, running_var)]
-    library().bn_pool_relu_eval_lanes(ptr(x), b, x.shape[3], h, w, c, *map(ptr, params), eps, ptr(out))
-    return lanes_view(out, b)
 
 
 def _forward_lanes(y: torch.Tensor, n: int, weight: torch.Tensor, bias: torch.Tensor,

@@ -151,12 +151,15 @@ class StackedConv2d(nn.Module):
                      if c.bias is not None else None)
 
     def forward(self, x: torch.Tensor | RoundMaps) -> torch.Tensor | DeferredConv:
+        # In training and in inference a lanes convolution leaves itself to the fused layer
+        # after it, which runs the two as one (``DeferredConv``).
+        defers = self.training or not torch.is_grad_enabled()
         if isinstance(x, RoundMaps):  # from a fused layer, which hands them only to a lanes layer
-            return DeferredConv(x, self) if self.training else self._direct(x)
+            return DeferredConv(x, self) if defers else self._direct(x)
         if self.folded:
             return self._grouped(x)
         if self.direct and directconv.supports(x):
-            if self.lanes and self.training and fused.library() is not None:
+            if self.lanes and defers and fused.library() is not None:
                 return DeferredConv(x, self)
             return self._direct(x)
         if self.im2col:
@@ -259,18 +262,17 @@ class StackedBatchNorm(nn.Module):
         if isinstance(x, DeferredConv):
             xs = _rounds_of(x.x, self.rounds)
             if fused.fits(x.conv.weight.shape[1], *x.conv.output_size(*xs[0].shape[2:])):
-                return self._fused_with_conv(x.conv, xs)
-            x = x.conv._direct(x.x)  # maps the kernel does not take: the convolution apart
+                if self.training:
+                    return self._fused_with_conv(x.conv, xs)
+                if not torch.is_grad_enabled():
+                    return self._fused_eval_with_conv(x.conv, xs)
+            x = x.conv._direct(x.x)  # maps the kernels do not take: the convolution apart
             if isinstance(x, RoundMaps):
                 x = torch.cat(x.maps)
-        if isinstance(x, RoundMaps):  # a lanes convolution's in inference
-            return self._fused_eval(x)
         if not self.pool_relu:
             return self._batch_norm(x)
         if self.training and fused.supports(x):
             return self._fused(x)
-        if self.lanes and not torch.is_grad_enabled() and fused.supports(x):
-            return self._fused_eval(x)
         return F.relu(F.max_pool2d(self._batch_norm(x), 2))
 
     def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -340,14 +342,17 @@ class StackedBatchNorm(nn.Module):
             self.running_mean.lerp_(mean.float(), self.momentum)
             self.running_var.lerp_(var.float() * (n / (n - 1)), self.momentum)
 
-    def _fused_eval(self, x: torch.Tensor) -> torch.Tensor:
-        """The same in evaluation, for inference: the fused kernel round by round in the lanes
-        layout (running statistics; ``lanes`` layers only, like their training)."""
+    def _fused_eval_with_conv(self, conv: StackedConv2d, xs: list[torch.Tensor]) -> torch.Tensor | RoundMaps:
+        """The same in inference (BatchNorm with the running statistics): the convolution and
+        this layer as one kernel per round, ``directconv.conv_bn_pool_relu_eval`` (``lanes``
+        layers only, like their training)."""
         r = self.rounds
-        stats = zip(_rounds_of(x, r), _round_params(self.weight, r), _round_params(self.bias, r),
+        parts = zip(xs, _round_params(conv.weight, r), _round_params(conv.bias, r),
+                    _round_params(self.weight, r), _round_params(self.bias, r),
                     self.running_mean.view(r, -1), self.running_var.view(r, -1), strict=True)
-        return self._handed(tuple(fused.bn_pool_relu_eval(xr, w, b, m, v, self.eps)
-                                  for xr, w, b, m, v in stats))
+        return self._handed(tuple(
+            directconv.conv_bn_pool_relu_eval(xr, cw, cb, w, b, m, v, self.eps, conv.padding)
+            for xr, cw, cb, w, b, m, v in parts))
 
     def unstacked(self, r: int, layer: nn.modules.batchnorm._BatchNorm) -> None:
         c = self.weight.shape[1]
