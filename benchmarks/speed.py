@@ -10,7 +10,9 @@ device (TF32 off); (2) the floating-point work of the protocol, counted from the
 (2 FLOPs per multiply-add of the Linear and Conv2d layers; a training step is 3x its forward
 pass, for the forward, input-gradient and weight-gradient products; plus every evaluation pass
 a round makes: the per-epoch curves, the final errors and the train-mode errors; element-wise
-layers not counted); (3) the wall time of `digitcmp reproduce` for the study's three models.
+layers not counted); (3) the wall time of `digitcmp reproduce` for the study's three models
+(digitcmp's C kernels built, on a first run, and loaded before the clock starts: a one-time
+cost per machine, not the protocol's work).
 
 Prints Table III, per model the seconds per round (median; rounds trained together are each
 charged an equal share), the GFLOP/s of one worker and its fraction of one worker's matmul
@@ -32,6 +34,7 @@ from digitcmp.experiment import run_experiment
 from digitcmp.models import get_model_class
 from digitcmp.models.layers import forward_flops
 from digitcmp.tables import write_summary
+from digitcmp.train import load_kernels
 
 
 def matmul_gflops(threads: int, n: int = 2048, tries: int = 5, device: str = "cpu") -> float:
@@ -101,6 +104,7 @@ def main() -> None:
     per_round = {m: round_flops(config, m) for m in config.models}
     flops = sum(per_round.values()) * config.rounds
     out = args.out or tempfile.mkdtemp(prefix="digitcmp-speed-")
+    load_kernels(config, device)  # a first run builds them: once per machine, not the protocol's work
     start = time.perf_counter()
     results = run_experiment(config, out, executor=args.executor, workers=args.workers, progress=False)
     seconds = time.perf_counter() - start

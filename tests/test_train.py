@@ -108,3 +108,24 @@ def test_progress_is_told_of_every_round_epoch():
     told = []
     train_rounds(Config(**{**TINY, "epochs": 2}), "baseline", [0, 1], told.append)
     assert sum(told) == 4
+
+
+def test_the_kernels_training_uses_are_built_before_the_workers_start(monkeypatch):
+    """load_kernels (the driver's, before its workers start) builds the C kernels the stacked
+    engine will use on a CPU, and only those."""
+    from digitcmp import directconv, fused
+    from digitcmp.train import load_kernels
+
+    built = []
+    monkeypatch.setattr(fused, "library", lambda: built.append("fused"))
+    monkeypatch.setattr(directconv, "library", lambda: built.append("directconv"))
+    cpu = torch.device("cpu")
+    load_kernels(Config(threads=1), cpu)
+    assert sorted(built) == ["directconv", "fused"]
+    built.clear()
+    load_kernels(Config(threads=2), cpu)  # the direct convolutions run on one thread only
+    assert built == ["fused"]
+    built.clear()
+    load_kernels(Config(engine="reference"), cpu)
+    load_kernels(Config(), torch.device("meta"))
+    assert built == []

@@ -20,7 +20,7 @@ from .plugins import load_plugins
 from .progress import Progress
 from .provenance import versions
 from .rundir import RunDir
-from .train import source_for, stack_group, train_rounds
+from .train import load_kernels, source_for, stack_group, train_rounds
 
 
 def train_task(config: Config, arm: str, rounds: list[int], checkpoint_dir: str | None = None,
@@ -92,6 +92,7 @@ def prepare(config: Config) -> dict:
     source = source_for(config)
     check_pool_sizes(source, config.pairs)
     device = resolve_device(config.device)
+    load_kernels(config, device)
     # Workers must load exactly this source, not re-run the auto fallback on their own machine.
     config.data = source.name
     config.data_dir = source.location if source.name == "mnist" else None

@@ -15,6 +15,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -366,6 +367,16 @@ def direct_convs(config: Config, device: torch.device) -> bool:
     convolutions on two threads they were no faster, README's Speed section)."""
     return (device.type == "cpu" and config.precision == "fp32" and config.threads == 1
             and directconv.library() is not None)
+
+
+def load_kernels(config: Config, device: torch.device) -> None:
+    """Build (on first use: a compiler run of over a second each) and load the C kernels that
+    training under ``config`` on ``device`` uses, both builds at once. The driver calls it before
+    its workers start, so that forked workers find them loaded and spawned ones built."""
+    if config.engine != "stacked":  # the reference engine runs PyTorch's operators only
+        return
+    with ThreadPoolExecutor(2) as pool:  # each thread waits on its compiler process
+        list(pool.map(lambda uses: uses(config, device), (fuses, direct_convs)))
 
 
 def stack_group(config: Config, device: torch.device, model: nn.Module) -> int:
