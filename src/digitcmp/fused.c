@@ -312,6 +312,10 @@ void pair_max_backward(const float *restrict g, const unsigned char *restrict wh
 /* Dropout masks for p = 0.5, scaled by 1 / (1 - p) = 2: for each of R rounds, value i of its n
  * is 2 where bit i % 63 of its word i / 63 is set, else 0 (stacked.random_bits's bits, each draw
  * of a generator giving 63). words is R x W, out R x n. */
+static void mask_bits(unsigned int w, int m, float *restrict o) {
+  for (int b = 0; b < m; b++) o[b] = (w >> b) & 1 ? 2.0f : 0.0f;
+}
+
 void dropout_masks(const unsigned long long *restrict words, int R, long n, long W,
                    float *restrict out) {
   for (int r = 0; r < R; r++)
@@ -319,6 +323,13 @@ void dropout_masks(const unsigned long long *restrict words, int R, long n, long
       unsigned long long w = words[r * W + k];
       long base = k * 63, m = n - base < 63 ? n - base : 63;
       float *restrict o = out + r * n + base;
-      for (int b = 0; b < m; b++) o[b] = (w >> b) & 1 ? 2.0f : 0.0f;
+      if (m == 63) { /* a whole word, as two halves of 32-bit lanes in loops of known length,
+                        which the compiler vectorises (a bit at a time, 4 ns a value) */
+        for (int b = 0; b < 32; b++) o[b] = ((unsigned int)w >> b) & 1 ? 2.0f : 0.0f;
+        for (int b = 0; b < 31; b++) o[32 + b] = ((unsigned int)(w >> 32) >> b) & 1 ? 2.0f : 0.0f;
+      } else {
+        mask_bits((unsigned int)w, m < 32 ? (int)m : 32, o);
+        if (m > 32) mask_bits((unsigned int)(w >> 32), (int)m - 32, o + 32);
+      }
     }
 }
