@@ -6,7 +6,9 @@ its backward for the weights is worse. The kernels here keep the images innermos
 so that every multiply-add is a full vector whatever the channel counts, skip the taps that
 fall on the zero padding, and keep a tile of outputs in registers (README, Speed). A map in
 that layout (``kernels.lanes_of``) is taken as it is, any other is transposed into it; the
-output is a lanes view (for a fused layer next, ``fused.py``) or a channels_last map.
+output is a lanes view (for a fused layer next, ``fused.py``) or a channels_last map. For
+inference, one kernel runs a convolution and the fused BatchNorm + max-pool + ReLU after it
+(``conv_bn_pool_relu_eval``).
 
 Used by the stacked engine on a CPU with AVX2 and FMA (AVX-512 where PyTorch uses it), on one
 thread, for float32 convolutions with stride 1 and no dilation (``stacked.use_direct_convs``);

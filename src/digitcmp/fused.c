@@ -324,7 +324,8 @@ void dropout_masks(const unsigned long long *restrict words, int R, long n, long
       long base = k * 63, m = n - base < 63 ? n - base : 63;
       float *restrict o = out + r * n + base;
       if (m == 63) { /* a whole word, as two halves of 32-bit lanes in loops of known length,
-                        which the compiler vectorises (a bit at a time, 4 ns a value) */
+                        which the compiler vectorises (a loop of the word's length it ran a
+                        bit at a time: README, Speed) */
         for (int b = 0; b < 32; b++) o[b] = ((unsigned int)w >> b) & 1 ? 2.0f : 0.0f;
         for (int b = 0; b < 31; b++) o[32 + b] = ((unsigned int)(w >> 32) >> b) & 1 ? 2.0f : 0.0f;
       } else {
