@@ -16,6 +16,7 @@ from digitcmp.seeds import generator
 from digitcmp.stacked import (
     StackedConv2d,
     StackedDropout,
+    StackedLinear,
     has_direct_convs,
     has_fused_layers,
     random_bits,
@@ -70,11 +71,40 @@ def test_stacked_training_equals_one_loop_per_round(name, fuse):
         assert evals[i] == evaluate(got, [datas[i].test])[0]
 
 
+@pytest.mark.parametrize("rows, n_in, n_out", [
+    (100, 392, 160),  # blocks on 16-byte boundaries: one batched matmul
+    (25, 52, 10),  # an odd batch: round 1's output block off a 16-byte boundary
+    (50, 10, 1),  # one output: a matrix-vector product
+    (7, 3, 5),  # every block off
+])
+def test_a_stacked_linear_computes_each_round_as_the_round_alone(rows, n_in, n_out):
+    """Outputs and gradients to the bit: on AMD CPUs PyTorch's batched matmul rounds a block off
+    a 16-byte boundary otherwise than the same block aligned (as a round alone has it)."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(n_in, n_out) for _ in range(3)]
+    xs, grads = torch.randn(3, rows, n_in), torch.randn(3, rows, n_out)
+    net = StackedLinear(layers)
+    x = xs.flatten(0, 1).requires_grad_()
+    y = net(x)
+    y.backward(grads.flatten(0, 1))
+    for r in range(3):
+        alone = StackedLinear([layers[r]])
+        xr = xs[r].clone().requires_grad_()
+        yr = alone(xr)
+        yr.backward(grads[r].clone())
+        assert torch.equal(y[r * rows:(r + 1) * rows], yr)
+        assert torch.equal(x.grad[r * rows:(r + 1) * rows], xr.grad)
+        assert torch.equal(net.weight.grad[r], alone.weight.grad[0])
+        assert torch.equal(net.bias.grad[r], alone.bias.grad[0])
+
+
 @pytest.mark.parametrize("name, options", [
     ("siamese_aux", TINY),
     # Batches of 50 stack two rounds of model 3 in one network: a batch of its one-output
     # comparison products rounded otherwise than each alone (StackedLinear runs them apart).
     ("siamese_aux", dict(data="embedded", pairs=300, epochs=3, batch_size=50, device=DEVICE)),
+    # An odd batch: blocks of the ablation arms' 52 x 10 layer off 16-byte boundaries.
+    ("separate_aux", dict(data="embedded", pairs=150, epochs=2, batch_size=25, device=DEVICE)),
     ("cnn", dict(data="embedded", pairs=200, epochs=2, device=DEVICE)),  # 2 rounds stacked
     ("cnn", dict(data="embedded", pairs=200, epochs=2, threads=2, device=DEVICE)),
 ])

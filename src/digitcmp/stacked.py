@@ -98,14 +98,26 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x, bias = x.reshape(self.rounds, -1, shape[-1]), self.bias.unsqueeze(1)
-        if self.weight.shape[-1] == 1 and self.rounds > 1:
-            # One output: a batch of matrix-vector products rounds a round's otherwise than the
-            # same product alone (as PyTorch's CPU matmuls run them), so each round has its own.
-            y = torch.cat([torch.baddbmm(b, xr, w) for b, xr, w
+        if self.rounds > 1 and not self._batches(x):
+            # Each round's product apart, its operands copied into memory of their own (aligned
+            # as a new tensor is), as a round alone has them.
+            y = torch.cat([torch.baddbmm(b, xr.clone(), w.clone()) for b, xr, w
                            in zip(bias.split(1), x.split(1), self.weight.split(1), strict=True)])
         else:
             y = torch.baddbmm(bias, x, self.weight)
         return y.reshape(*shape[:-1], y.shape[-1])
+
+    def _batches(self, x: torch.Tensor) -> bool:
+        """Whether one batched matmul over the rounds (forward and backward) computes each
+        round's block as the round alone would. Not for one output: a batch of matrix-vector
+        products rounds a round's otherwise than the same product alone (as PyTorch's CPU
+        matmuls run them). Not where a round's block of the input, output or weight, or of
+        their gradients, starts off a 16-byte boundary: on some CPUs (AMD's, not Intel's)
+        PyTorch's batched matmul then rounds it otherwise than the same block aligned."""
+        rows, n_in = x.shape[1:]
+        n_out = self.weight.shape[-1]
+        return (n_out > 1 and x.data_ptr() % 16 == 0
+                and (rows * n_in) % 4 == (rows * n_out) % 4 == (n_in * n_out) % 4 == 0)
 
     def unstacked(self, r: int, layer: nn.Linear) -> None:
         layer.weight.data.copy_(self.weight[r].t())
