@@ -20,6 +20,10 @@ def test_reproduce_prints_the_table_on_stdout_and_the_rest_on_stderr(tmp_path, c
     assert err[-1].startswith("digitcmp: done in") and "2 of 2 rounds" in err[-1] and "report.md" in err[-1]
     assert "\r" not in captured.err  # no progress-bar frames when stderr is not a terminal
     assert (out / "summary.csv").read_text().startswith("model,params,rounds,")
+    # One of the run's models again: nothing to train, and the last line counts what was asked.
+    assert main(["reproduce", "--models", "baseline", "--rounds", "1", "--epochs", "1", "--pairs", "50",
+                 "--data", "embedded", "--executor", "serial", "--out", str(out)]) == 0
+    assert "1 of 1 rounds (2 in the run);" in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_models_lists_counts_and_layers(capsys):

@@ -58,9 +58,12 @@ def run_and_report(config: Config, args: argparse.Namespace) -> tuple[list[dict]
                              save_checkpoints=args.save_checkpoints, rounds_per_task=args.stack,
                              ray_address=args.ray_address, when_idle=import_drawing)
     report, table = write_report(args.out, say=say)
-    planned = len(config.models) * config.rounds
-    done = (f"digitcmp: done in {_duration(time.perf_counter() - start)}: {len(results)} of {planned} "
-            f"rounds; report {report}, figures in {report.parent / 'figures'}/")
+    # The run may hold other models' rounds, or more rounds, from earlier commands.
+    asked = {(m, r) for m in config.models for r in range(config.rounds)}
+    finished = sum((r["model"], r["round"]) in asked for r in results)
+    others = f" ({len(results)} in the run)" if len(results) > finished else ""
+    done = (f"digitcmp: done in {_duration(time.perf_counter() - start)}: {finished} of {len(asked)} "
+            f"rounds{others}; report {report}, figures in {report.parent / 'figures'}/")
     return results, table, done
 
 
