@@ -5,7 +5,8 @@ R rounds' batches are concatenated round-major along the batch dimension (rows r
 belong to round r), and each layer with state is swapped for a stacked version that keeps R
 independent copies of it:
 
-- ``Linear``: one batched matmul over R weight matrices;
+- ``Linear``: one batched matmul over R weight matrices (round by round where a batched matmul
+  would round a round's block otherwise than the round alone: ``StackedLinear._batches``);
 - ``Conv2d``: one convolution per round on channels_last feature maps, where oneDNN's kernels,
   pooling and BatchNorm are fast (oneDNN's grouped convolution, the obvious way to do R at
   once, is far slower in backward); a convolution of one or two input channels as im2col and
